@@ -1,0 +1,2 @@
+//! The `clickpulse` command.
+fn main() {}

@@ -1,0 +1,1 @@
+//! clickpulse-connectors (work in progress)

@@ -1,0 +1,1 @@
+//! clickpulse-job (work in progress)

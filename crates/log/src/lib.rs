@@ -1,0 +1,1 @@
+//! clickpulse-log (work in progress)

@@ -1,0 +1,1 @@
+//! clickpulse-server (work in progress)
