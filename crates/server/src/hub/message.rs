@@ -1,0 +1,121 @@
+//! A published batch, serialised once and shared by every subscriber.
+
+use std::sync::Arc;
+
+use bytes::Bytes;
+use serde::Serialize;
+
+use super::{HubError, StreamUpdate};
+
+/// The trailer of the common case: a live message that followed its predecessor directly.
+const PLAIN_TRAILER: &str = r#","snapshot":false,"resync":false,"skipped":0}"#;
+
+/// One batch of one stream as it goes on the wire.
+///
+/// The JSON is built once at publish time. The per-client flags (`snapshot`, `resync`,
+/// `skipped`) come last in the object so that the common case (all flags off) is the shared
+/// buffer itself and any other case is one copy of the shared prefix plus a new trailer.
+#[derive(Debug)]
+pub(crate) struct BatchMessage {
+    /// The batch id.
+    pub(crate) batch: u64,
+    /// The complete message with all flags off.
+    plain: Bytes,
+    /// Length of the part of `plain` before the flags (everything up to the `rows` array).
+    prefix_len: usize,
+}
+
+/// The fields every batch message carries, in wire order.
+#[derive(Serialize)]
+struct WireBatch<'a> {
+    #[serde(rename = "type")]
+    kind: &'static str,
+    stream: &'a str,
+    batch: u64,
+    window_start_ms: Option<u64>,
+    window_end_ms: Option<u64>,
+    rows: &'a [serde_json::Value],
+}
+
+impl BatchMessage {
+    /// Serialises `update` into its wire form.
+    pub(crate) fn encode(update: &StreamUpdate) -> Result<Arc<Self>, HubError> {
+        let wire = WireBatch {
+            kind: "batch",
+            stream: &update.stream,
+            batch: update.batch,
+            window_start_ms: update.window_start_ms,
+            window_end_ms: update.window_end_ms,
+            rows: &update.rows,
+        };
+        let mut json = serde_json::to_vec(&wire)?;
+        // A serialised struct always ends with its closing brace; the flags go before it.
+        json.pop();
+        let prefix_len = json.len();
+        json.extend_from_slice(PLAIN_TRAILER.as_bytes());
+        Ok(Arc::new(BatchMessage {
+            batch: update.batch,
+            plain: Bytes::from(json),
+            prefix_len,
+        }))
+    }
+
+    /// The wire JSON with the given per-client flags.
+    pub(crate) fn render(&self, snapshot: bool, resync: bool, skipped: u64) -> Bytes {
+        if !snapshot && !resync && skipped == 0 {
+            return self.plain.clone();
+        }
+        let trailer = format!(r#","snapshot":{snapshot},"resync":{resync},"skipped":{skipped}}}"#);
+        let mut json = Vec::with_capacity(self.prefix_len + trailer.len());
+        json.extend_from_slice(self.plain.get(..self.prefix_len).unwrap_or_default());
+        json.extend_from_slice(trailer.as_bytes());
+        Bytes::from(json)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use serde_json::{Value, json};
+
+    use super::*;
+
+    fn update() -> StreamUpdate {
+        StreamUpdate {
+            stream: "top_pages".into(),
+            batch: 7,
+            window_start_ms: Some(1000),
+            window_end_ms: None,
+            rows: vec![json!({"url": "/a", "count": 3})],
+        }
+    }
+
+    fn parse(bytes: &Bytes) -> Value {
+        serde_json::from_slice(bytes).expect("valid JSON")
+    }
+
+    #[test]
+    fn plain_render_is_the_shared_buffer() {
+        let msg = BatchMessage::encode(&update()).expect("encodes");
+        let a = msg.render(false, false, 0);
+        let b = msg.render(false, false, 0);
+        assert_eq!(a.as_ptr(), b.as_ptr(), "no copy in the common case");
+        assert_eq!(
+            parse(&a),
+            json!({"type": "batch", "stream": "top_pages", "batch": 7,
+                   "window_start_ms": 1000, "window_end_ms": null,
+                   "rows": [{"url": "/a", "count": 3}],
+                   "snapshot": false, "resync": false, "skipped": 0})
+        );
+    }
+
+    #[test]
+    fn flags_are_spliced_into_valid_json() {
+        let msg = BatchMessage::encode(&update()).expect("encodes");
+        let v = parse(&msg.render(true, true, 4));
+        assert_eq!(v["snapshot"], json!(true));
+        assert_eq!(v["resync"], json!(true));
+        assert_eq!(v["skipped"], json!(4));
+        assert_eq!(v["rows"], json!([{"url": "/a", "count": 3}]));
+        assert_eq!(v["batch"], json!(7));
+    }
+}

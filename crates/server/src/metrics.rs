@@ -1,0 +1,342 @@
+//! The process-wide metrics registry, exposed at `GET /metrics`.
+//!
+//! Built on [`prometheus_client`]: every metric is an atomic, so the engine, the log and the
+//! server update them from any thread without locks (the per-operator gauges take a read lock
+//! on their label map). The crate stays out of the public API: callers use the named methods
+//! of [`Metrics`].
+
+use std::fmt;
+use std::sync::atomic::AtomicU64;
+use std::time::Duration;
+
+use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::encoding::text::encode;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
+use prometheus_client::registry::{Registry, Unit};
+
+/// The content type of [`Metrics::encode`]'s output (OpenMetrics text, which Prometheus
+/// scrapes natively).
+pub const METRICS_CONTENT_TYPE: &str = "application/openmetrics-text; version=1.0.0; charset=utf-8";
+
+/// The label of the per-operator state gauges.
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct OperatorLabels {
+    operator: String,
+}
+
+/// A gauge holding seconds as an `f64`.
+type SecondsGauge = Gauge<f64, AtomicU64>;
+
+/// Counters and gauges of the whole process, all prefixed `clickpulse_`.
+///
+/// Share it as `Arc<Metrics>`; every method takes `&self` and is safe to call from any thread.
+///
+/// # Examples
+/// ```
+/// use std::time::Duration;
+/// use clickpulse_server::Metrics;
+///
+/// let metrics = Metrics::new();
+/// metrics.add_events_in(3);
+/// metrics.record_batch(Duration::from_millis(40), Duration::from_millis(2));
+/// metrics.set_operator_state("page_views_30s", 120, 8_192);
+/// let text = metrics.encode().expect("encodes");
+/// assert!(text.contains("clickpulse_events_in_total 3"));
+/// assert!(text.contains(r#"clickpulse_operator_state_keys{operator="page_views_30s"} 120"#));
+/// ```
+pub struct Metrics {
+    registry: Registry,
+    events_in: Counter,
+    bad_lines: Counter,
+    late_events: Counter,
+    batches: Counter,
+    batch_processing: SecondsGauge,
+    batch_scheduling_delay: SecondsGauge,
+    batch_processing_hist: Histogram,
+    state_keys: Family<OperatorLabels, Gauge>,
+    state_bytes: Family<OperatorLabels, Gauge>,
+    ws_clients: Gauge,
+    sse_clients: Gauge,
+    conflated: Counter,
+    collector_requests: Counter,
+    collector_events: Counter,
+    collector_rejected: Counter,
+}
+
+impl fmt::Debug for Metrics {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Metrics").finish_non_exhaustive()
+    }
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl Metrics {
+    /// A registry with every metric at zero.
+    pub fn new() -> Self {
+        let mut m = Metrics {
+            registry: Registry::with_prefix("clickpulse"),
+            events_in: Counter::default(),
+            bad_lines: Counter::default(),
+            late_events: Counter::default(),
+            batches: Counter::default(),
+            batch_processing: SecondsGauge::default(),
+            batch_scheduling_delay: SecondsGauge::default(),
+            // 1 ms … ~16 s: micro-batches run from tens of ms to seconds.
+            batch_processing_hist: Histogram::new(exponential_buckets(0.001, 2.0, 15)),
+            state_keys: Family::default(),
+            state_bytes: Family::default(),
+            ws_clients: Gauge::default(),
+            sse_clients: Gauge::default(),
+            conflated: Counter::default(),
+            collector_requests: Counter::default(),
+            collector_events: Counter::default(),
+            collector_rejected: Counter::default(),
+        };
+        m.register_all();
+        m
+    }
+
+    fn register_all(&mut self) {
+        let r = &mut self.registry;
+        r.register(
+            "events_in",
+            "Events read by the engine",
+            self.events_in.clone(),
+        );
+        r.register(
+            "bad_lines",
+            "Input lines that did not parse",
+            self.bad_lines.clone(),
+        );
+        r.register(
+            "late_events",
+            "Events too late for their window",
+            self.late_events.clone(),
+        );
+        r.register("batches", "Micro-batches completed", self.batches.clone());
+        r.register_with_unit(
+            "last_batch_processing",
+            "Processing time of the latest batch",
+            Unit::Seconds,
+            self.batch_processing.clone(),
+        );
+        r.register_with_unit(
+            "last_batch_scheduling_delay",
+            "Scheduling delay of the latest batch (start minus due time)",
+            Unit::Seconds,
+            self.batch_scheduling_delay.clone(),
+        );
+        r.register_with_unit(
+            "batch_processing",
+            "Batch processing time",
+            Unit::Seconds,
+            self.batch_processing_hist.clone(),
+        );
+        r.register(
+            "operator_state_keys",
+            "Keys held by a stateful operator",
+            self.state_keys.clone(),
+        );
+        r.register_with_unit(
+            "operator_state",
+            "Approximate state size of a stateful operator",
+            Unit::Bytes,
+            self.state_bytes.clone(),
+        );
+        r.register(
+            "ws_clients",
+            "Connected WebSocket clients",
+            self.ws_clients.clone(),
+        );
+        r.register(
+            "sse_clients",
+            "Connected SSE clients",
+            self.sse_clients.clone(),
+        );
+        r.register(
+            "conflated_messages",
+            "Hub messages replaced before a slow client took them",
+            self.conflated.clone(),
+        );
+        r.register(
+            "collector_requests",
+            "Collector requests",
+            self.collector_requests.clone(),
+        );
+        r.register(
+            "collector_events",
+            "Events accepted by the collector",
+            self.collector_events.clone(),
+        );
+        r.register(
+            "collector_rejected",
+            "Events rejected by the collector",
+            self.collector_rejected.clone(),
+        );
+    }
+
+    /// Adds `n` to `clickpulse_events_in_total`.
+    pub fn add_events_in(&self, n: u64) {
+        self.events_in.inc_by(n);
+    }
+
+    /// Adds `n` to `clickpulse_bad_lines_total`.
+    pub fn add_bad_lines(&self, n: u64) {
+        self.bad_lines.inc_by(n);
+    }
+
+    /// Adds `n` to `clickpulse_late_events_total`.
+    pub fn add_late_events(&self, n: u64) {
+        self.late_events.inc_by(n);
+    }
+
+    /// Records a completed batch: increments `clickpulse_batches_total`, sets the last
+    /// processing time and scheduling delay gauges and feeds the processing-time histogram.
+    pub fn record_batch(&self, processing: Duration, scheduling_delay: Duration) {
+        self.batches.inc();
+        self.batch_processing.set(processing.as_secs_f64());
+        self.batch_scheduling_delay
+            .set(scheduling_delay.as_secs_f64());
+        self.batch_processing_hist.observe(processing.as_secs_f64());
+    }
+
+    /// Sets the state size of `operator` (`clickpulse_operator_state_keys` and
+    /// `clickpulse_operator_state_bytes`).
+    pub fn set_operator_state(&self, operator: &str, keys: u64, bytes: u64) {
+        let labels = OperatorLabels {
+            operator: operator.to_owned(),
+        };
+        self.state_keys
+            .get_or_create(&labels)
+            .set(saturating_i64(keys));
+        self.state_bytes
+            .get_or_create(&labels)
+            .set(saturating_i64(bytes));
+    }
+
+    /// Adds `n` to `clickpulse_conflated_messages_total`.
+    pub fn add_conflated(&self, n: u64) {
+        self.conflated.inc_by(n);
+    }
+
+    /// Counts one collector request with its accepted and rejected events.
+    pub fn record_collect(&self, accepted: u64, rejected: u64) {
+        self.collector_requests.inc();
+        self.collector_events.inc_by(accepted);
+        self.collector_rejected.inc_by(rejected);
+    }
+
+    /// Increments `clickpulse_ws_clients` until the guard is dropped.
+    pub fn ws_client(&self) -> ClientGuard {
+        ClientGuard::new(self.ws_clients.clone())
+    }
+
+    /// Increments `clickpulse_sse_clients` until the guard is dropped.
+    pub fn sse_client(&self) -> ClientGuard {
+        ClientGuard::new(self.sse_clients.clone())
+    }
+
+    /// Current `clickpulse_conflated_messages_total`.
+    pub fn conflated(&self) -> u64 {
+        self.conflated.get()
+    }
+
+    /// Current (`clickpulse_ws_clients`, `clickpulse_sse_clients`).
+    pub fn clients(&self) -> (i64, i64) {
+        (self.ws_clients.get(), self.sse_clients.get())
+    }
+
+    /// The OpenMetrics text exposition of every metric, ending in `# EOF`.
+    ///
+    /// # Errors
+    /// Only if formatting fails, which writing to a `String` does not.
+    pub fn encode(&self) -> Result<String, fmt::Error> {
+        let mut out = String::with_capacity(4096);
+        encode(&mut out, &self.registry)?;
+        Ok(out)
+    }
+}
+
+fn saturating_i64(v: u64) -> i64 {
+    i64::try_from(v).unwrap_or(i64::MAX)
+}
+
+/// Keeps a client gauge incremented while alive (see [`Metrics::ws_client`]).
+#[derive(Debug)]
+pub struct ClientGuard {
+    gauge: Gauge,
+}
+
+impl ClientGuard {
+    fn new(gauge: Gauge) -> Self {
+        gauge.inc();
+        ClientGuard { gauge }
+    }
+}
+
+impl Drop for ClientGuard {
+    fn drop(&mut self) {
+        self.gauge.dec();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn exposition_names_every_metric() {
+        let m = Metrics::new();
+        m.add_events_in(5);
+        m.add_bad_lines(1);
+        m.add_late_events(2);
+        m.record_batch(Duration::from_millis(250), Duration::from_millis(10));
+        m.set_operator_state("sessions", 7, 700);
+        m.add_conflated(4);
+        m.record_collect(10, 3);
+        let _ws = m.ws_client();
+        let text = m.encode().expect("encodes");
+        for line in [
+            "clickpulse_events_in_total 5",
+            "clickpulse_bad_lines_total 1",
+            "clickpulse_late_events_total 2",
+            "clickpulse_batches_total 1",
+            "clickpulse_last_batch_processing_seconds 0.25",
+            "clickpulse_last_batch_scheduling_delay_seconds 0.01",
+            "clickpulse_batch_processing_seconds_count 1",
+            r#"clickpulse_operator_state_keys{operator="sessions"} 7"#,
+            r#"clickpulse_operator_state_bytes{operator="sessions"} 700"#,
+            "clickpulse_ws_clients 1",
+            "clickpulse_sse_clients 0",
+            "clickpulse_conflated_messages_total 4",
+            "clickpulse_collector_requests_total 1",
+            "clickpulse_collector_events_total 10",
+            "clickpulse_collector_rejected_total 3",
+            "# EOF",
+        ] {
+            assert!(
+                text.lines().any(|l| l == line),
+                "missing {line:?} in\n{text}"
+            );
+        }
+    }
+
+    #[test]
+    fn client_guard_decrements_on_drop() {
+        let m = Metrics::new();
+        let a = m.sse_client();
+        let b = m.sse_client();
+        assert_eq!(m.clients(), (0, 2));
+        drop(a);
+        drop(b);
+        assert_eq!(m.clients(), (0, 0));
+    }
+}
