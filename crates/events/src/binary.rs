@@ -1,0 +1,455 @@
+//! The compact binary encoding of a [`ClickEvent`]: the payload of a record in the embedded log.
+//!
+//! # Layout (version 1)
+//!
+//! | bytes | content |
+//! |---|---|
+//! | 1 | version tag, [`VERSION`] (= 1) |
+//! | 1 | presence flags: bit 0 `tenant`, 1 `event_type`, 2 `referrer`, 3 `user_agent`, 4 `product`, 5 `category`, 6 `query`, 7 `properties` |
+//! | varint | `ts_ms` |
+//! | str | `visitor_id` |
+//! | str | `url` |
+//! | str … | each optional field whose flag is set, in flag order |
+//! | varint, (str, str) … | if flag 7: the number of properties (≥ 1), then each key and value, keys in strictly increasing byte order |
+//!
+//! A *varint* is an unsigned LEB128 number of at most 10 bytes, in its shortest form; a *str*
+//! is a varint byte length followed by that many bytes of UTF-8. Nothing follows the last field.
+//!
+//! The encoding is canonical: [`decode`] accepts exactly the bytes that [`encode`] produces,
+//! so `encode(decode(b)?) == b` for every `b` that decodes. [`decode`] is total: it returns a
+//! [`DecodeError`] for any other input and never panics or allocates more than the input's
+//! length. A later version must take a new tag; a reader rejects tags it does not know.
+
+use thiserror::Error;
+
+use crate::ClickEvent;
+
+/// The version tag this build writes, and the only one it reads.
+pub const VERSION: u8 = 1;
+
+/// The flag bit of `properties`; bits 0–6 are the optional fields in [`ClickEvent`] order.
+const PROPERTIES_FLAG: u8 = 1 << 7;
+
+/// A record payload that is not a valid encoding of a click event.
+///
+/// The log's checksum vouches for the bytes, so this means a writer of another version or a
+/// bug, not a torn write: retrying cannot help; the record must be skipped or the reader
+/// upgraded.
+#[derive(Debug, Clone, PartialEq, Eq, Error)]
+#[non_exhaustive]
+pub enum DecodeError {
+    /// The payload has no bytes at all.
+    #[error("empty record")]
+    Empty,
+    /// The version tag is not one this build reads.
+    #[error("unsupported record version {0} (this build reads version {VERSION})")]
+    UnsupportedVersion(u8),
+    /// The payload ends in the middle of a field.
+    #[error("record ends inside {field}")]
+    Truncated {
+        /// The field being read.
+        field: &'static str,
+    },
+    /// A varint is longer than 10 bytes, overflows `u64`, or is not in its shortest form.
+    #[error("invalid varint in {field}")]
+    InvalidVarint {
+        /// The field being read.
+        field: &'static str,
+    },
+    /// A string field is not UTF-8.
+    #[error("{field} is not valid UTF-8")]
+    InvalidUtf8 {
+        /// The field being read.
+        field: &'static str,
+    },
+    /// The properties flag is set but the number of properties is zero.
+    #[error("properties flag set but the property count is 0")]
+    EmptyProperties,
+    /// Property keys are not in strictly increasing order (so one may be repeated).
+    #[error("property keys are not in strictly increasing order")]
+    UnsortedProperties,
+    /// Bytes follow the last field.
+    #[error("{count} bytes after the end of the record")]
+    TrailingBytes {
+        /// How many.
+        count: usize,
+    },
+}
+
+/// The optional string fields in flag-bit order.
+fn optional_fields(event: &ClickEvent) -> [&Option<String>; 7] {
+    [
+        &event.tenant,
+        &event.event_type,
+        &event.referrer,
+        &event.user_agent,
+        &event.product,
+        &event.category,
+        &event.query,
+    ]
+}
+
+const OPTIONAL_NAMES: [&str; 7] = [
+    "tenant",
+    "event_type",
+    "referrer",
+    "user_agent",
+    "product",
+    "category",
+    "query",
+];
+
+/// Appends the encoding of `event` to `out`.
+///
+/// # Examples
+/// ```
+/// use clickpulse_events::{binary, ClickEvent};
+/// let event = ClickEvent::page_view(938476800000, "v0", "/frontpage");
+/// let mut buf = Vec::new();
+/// binary::encode(&event, &mut buf);
+/// assert_eq!(buf.len(), binary::encoded_len(&event));
+/// assert_eq!(binary::decode(&buf)?, event);
+/// # Ok::<(), binary::DecodeError>(())
+/// ```
+pub fn encode(event: &ClickEvent, out: &mut Vec<u8>) {
+    out.reserve(encoded_len(event));
+    let mut flags = 0u8;
+    for (bit, field) in optional_fields(event).into_iter().enumerate() {
+        if field.is_some() {
+            flags |= 1 << bit;
+        }
+    }
+    if !event.properties.is_empty() {
+        flags |= PROPERTIES_FLAG;
+    }
+    out.push(VERSION);
+    out.push(flags);
+    put_varint(out, event.ts_ms);
+    put_str(out, &event.visitor_id);
+    put_str(out, &event.url);
+    for value in optional_fields(event).into_iter().flatten() {
+        put_str(out, value);
+    }
+    if !event.properties.is_empty() {
+        put_varint(out, event.properties.len() as u64);
+        for (key, value) in &event.properties {
+            put_str(out, key);
+            put_str(out, value);
+        }
+    }
+}
+
+/// The number of bytes [`encode`] appends for `event`.
+pub fn encoded_len(event: &ClickEvent) -> usize {
+    let optional: usize = optional_fields(event)
+        .into_iter()
+        .flatten()
+        .map(|s| str_len(s))
+        .sum();
+    let properties = if event.properties.is_empty() {
+        0
+    } else {
+        varint_len(event.properties.len() as u64)
+            + event
+                .properties
+                .iter()
+                .map(|(k, v)| str_len(k) + str_len(v))
+                .sum::<usize>()
+    };
+    2 + varint_len(event.ts_ms)
+        + str_len(&event.visitor_id)
+        + str_len(&event.url)
+        + optional
+        + properties
+}
+
+/// Decodes a record payload written by [`encode`].
+///
+/// # Errors
+/// A [`DecodeError`] saying what is wrong, for any input that [`encode`] could not have written.
+pub fn decode(bytes: &[u8]) -> Result<ClickEvent, DecodeError> {
+    let (&version, rest) = bytes.split_first().ok_or(DecodeError::Empty)?;
+    if version != VERSION {
+        return Err(DecodeError::UnsupportedVersion(version));
+    }
+    let mut input = Input { rest };
+    let flags = input.byte("flags")?;
+    let ts_ms = input.varint("ts_ms")?;
+    let visitor_id = input.string("visitor_id")?;
+    let url = input.string("url")?;
+    let mut optional: [Option<String>; 7] = Default::default();
+    for ((slot, name), bit) in optional.iter_mut().zip(OPTIONAL_NAMES).zip(0..) {
+        if flags & (1 << bit) != 0 {
+            *slot = Some(input.string(name)?);
+        }
+    }
+    let [
+        tenant,
+        event_type,
+        referrer,
+        user_agent,
+        product,
+        category,
+        query,
+    ] = optional;
+    let mut event = ClickEvent {
+        ts_ms,
+        visitor_id,
+        url,
+        tenant,
+        event_type,
+        referrer,
+        user_agent,
+        product,
+        category,
+        query,
+        ..ClickEvent::default()
+    };
+    if flags & PROPERTIES_FLAG != 0 {
+        input.properties(&mut event)?;
+    }
+    match input.rest.len() {
+        0 => Ok(event),
+        count => Err(DecodeError::TrailingBytes { count }),
+    }
+}
+
+fn varint_len(value: u64) -> usize {
+    // Each byte carries 7 bits; zero still takes one byte.
+    let bits = 64 - (value | 1).leading_zeros() as usize;
+    bits.div_ceil(7)
+}
+
+fn str_len(s: &str) -> usize {
+    varint_len(s.len() as u64) + s.len()
+}
+
+fn put_varint(out: &mut Vec<u8>, mut value: u64) {
+    while value >= 0x80 {
+        out.push((value as u8) | 0x80);
+        value >>= 7;
+    }
+    out.push(value as u8);
+}
+
+fn put_str(out: &mut Vec<u8>, s: &str) {
+    put_varint(out, s.len() as u64);
+    out.extend_from_slice(s.as_bytes());
+}
+
+/// The unread part of a payload.
+struct Input<'a> {
+    rest: &'a [u8],
+}
+
+impl<'a> Input<'a> {
+    fn byte(&mut self, field: &'static str) -> Result<u8, DecodeError> {
+        let (&byte, rest) = self
+            .rest
+            .split_first()
+            .ok_or(DecodeError::Truncated { field })?;
+        self.rest = rest;
+        Ok(byte)
+    }
+
+    fn varint(&mut self, field: &'static str) -> Result<u64, DecodeError> {
+        let mut value = 0u64;
+        for shift in (0..70).step_by(7) {
+            let byte = self.byte(field)?;
+            let bits = u64::from(byte & 0x7f);
+            if shift == 63 && bits > 1 {
+                return Err(DecodeError::InvalidVarint { field });
+            }
+            value |= bits << shift;
+            if byte & 0x80 == 0 {
+                // A last byte of zero after the first adds nothing: not the shortest form.
+                if byte == 0 && shift > 0 {
+                    return Err(DecodeError::InvalidVarint { field });
+                }
+                return Ok(value);
+            }
+        }
+        Err(DecodeError::InvalidVarint { field })
+    }
+
+    fn bytes(&mut self, field: &'static str) -> Result<&'a [u8], DecodeError> {
+        let len = self.varint(field)?;
+        let (bytes, rest) = usize::try_from(len)
+            .ok()
+            .and_then(|len| self.rest.split_at_checked(len))
+            .ok_or(DecodeError::Truncated { field })?;
+        self.rest = rest;
+        Ok(bytes)
+    }
+
+    fn string(&mut self, field: &'static str) -> Result<String, DecodeError> {
+        let bytes = self.bytes(field)?;
+        std::str::from_utf8(bytes)
+            .map(str::to_owned)
+            .map_err(|_| DecodeError::InvalidUtf8 { field })
+    }
+
+    fn properties(&mut self, event: &mut ClickEvent) -> Result<(), DecodeError> {
+        let count = self.varint("properties")?;
+        if count == 0 {
+            return Err(DecodeError::EmptyProperties);
+        }
+        let mut previous: Option<&[u8]> = None;
+        for _ in 0..count {
+            let key = self.bytes("properties")?;
+            if previous.is_some_and(|p| p >= key) {
+                return Err(DecodeError::UnsortedProperties);
+            }
+            previous = Some(key);
+            let key = std::str::from_utf8(key).map_err(|_| DecodeError::InvalidUtf8 {
+                field: "properties",
+            })?;
+            let value = self.string("properties")?;
+            event.properties.insert(key.to_owned(), value);
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn full_event() -> ClickEvent {
+        let mut e = ClickEvent::page_view(u64::MAX, "visitor", "/a/b?c=d");
+        e.tenant = Some("shop".into());
+        e.event_type = Some("search".into());
+        e.query = Some(String::new());
+        e.properties.insert("b".into(), "2".into());
+        e.properties.insert("a".into(), "1".into());
+        e
+    }
+
+    fn encoded(e: &ClickEvent) -> Vec<u8> {
+        let mut buf = Vec::new();
+        encode(e, &mut buf);
+        buf
+    }
+
+    #[test]
+    fn page_view_layout_is_as_documented() {
+        let bytes = encoded(&ClickEvent::page_view(300, "v1", "/x"));
+        assert_eq!(bytes, [1, 0, 0xac, 0x02, 2, b'v', b'1', 2, b'/', b'x']);
+    }
+
+    #[test]
+    fn encode_appends_and_len_is_exact() {
+        let e = full_event();
+        let mut buf = vec![0xee];
+        encode(&e, &mut buf);
+        assert_eq!(buf.len(), 1 + encoded_len(&e));
+        assert_eq!(decode(&buf[1..]), Ok(e));
+    }
+
+    #[test]
+    fn varint_len_matches_encoding() {
+        for v in [0, 1, 127, 128, 16_383, 16_384, u64::MAX >> 1, u64::MAX] {
+            let mut buf = Vec::new();
+            put_varint(&mut buf, v);
+            assert_eq!(buf.len(), varint_len(v), "{v}");
+            assert_eq!(Input { rest: &buf }.varint("v"), Ok(v));
+        }
+    }
+
+    #[test]
+    fn empty_input_is_empty() {
+        assert_eq!(decode(&[]), Err(DecodeError::Empty));
+    }
+
+    #[test]
+    fn unknown_version_is_rejected() {
+        assert_eq!(decode(&[2, 0]), Err(DecodeError::UnsupportedVersion(2)));
+        assert_eq!(decode(&[0]), Err(DecodeError::UnsupportedVersion(0)));
+    }
+
+    #[test]
+    fn every_truncation_is_an_error() {
+        let bytes = encoded(&full_event());
+        for len in 1..bytes.len() {
+            assert!(
+                matches!(decode(&bytes[..len]), Err(DecodeError::Truncated { .. })),
+                "prefix of {len} bytes"
+            );
+        }
+    }
+
+    #[test]
+    fn trailing_bytes_are_rejected() {
+        let mut bytes = encoded(&full_event());
+        bytes.extend_from_slice(&[0, 0]);
+        assert_eq!(decode(&bytes), Err(DecodeError::TrailingBytes { count: 2 }));
+    }
+
+    #[test]
+    fn overlong_and_overflowing_varints_are_rejected() {
+        let overlong = [1, 0, 0x80, 0x00, 0, 0];
+        assert_eq!(
+            decode(&overlong),
+            Err(DecodeError::InvalidVarint { field: "ts_ms" })
+        );
+        let mut overflow = vec![1, 0];
+        overflow.extend_from_slice(&[0xff; 9]);
+        overflow.push(0x02);
+        assert_eq!(
+            decode(&overflow),
+            Err(DecodeError::InvalidVarint { field: "ts_ms" })
+        );
+        let mut too_long = vec![1, 0];
+        too_long.extend_from_slice(&[0x80; 10]);
+        too_long.push(0x01);
+        assert_eq!(
+            decode(&too_long),
+            Err(DecodeError::InvalidVarint { field: "ts_ms" })
+        );
+    }
+
+    #[test]
+    fn huge_length_is_truncated_not_allocated() {
+        let mut bytes = vec![1, 0, 0];
+        put_varint(&mut bytes, u64::MAX);
+        assert_eq!(
+            decode(&bytes),
+            Err(DecodeError::Truncated {
+                field: "visitor_id"
+            })
+        );
+    }
+
+    #[test]
+    fn invalid_utf8_names_the_field() {
+        let bytes = [1, 0, 0, 1, b'v', 1, 0xff];
+        assert_eq!(
+            decode(&bytes),
+            Err(DecodeError::InvalidUtf8 { field: "url" })
+        );
+        let bytes = [1, 0x80, 0, 1, b'v', 1, b'/', 1, 1, 0xc3, 0];
+        assert_eq!(
+            decode(&bytes),
+            Err(DecodeError::InvalidUtf8 {
+                field: "properties"
+            })
+        );
+    }
+
+    #[test]
+    fn property_flag_with_zero_count_is_rejected() {
+        let bytes = [1, 0x80, 0, 1, b'v', 1, b'/', 0];
+        assert_eq!(decode(&bytes), Err(DecodeError::EmptyProperties));
+    }
+
+    #[test]
+    fn unsorted_or_repeated_property_keys_are_rejected() {
+        let head = [1, 0x80, 0, 1, b'v', 1, b'/', 2];
+        let repeated = [&head[..], &[1, b'a', 0, 1, b'a', 0]].concat();
+        assert_eq!(decode(&repeated), Err(DecodeError::UnsortedProperties));
+        let unsorted = [&head[..], &[1, b'b', 0, 1, b'a', 0]].concat();
+        assert_eq!(decode(&unsorted), Err(DecodeError::UnsortedProperties));
+        let sorted = [&head[..], &[1, b'a', 0, 1, b'b', 0]].concat();
+        assert_eq!(decode(&sorted).map(|e| e.properties.len()), Ok(2));
+    }
+}
