@@ -3,8 +3,10 @@
 // Tests may index: a panic there is a failed test. The library itself is checked without this.
 #![cfg_attr(test, allow(clippy::indexing_slicing))]
 
+pub mod binary;
 mod event;
 mod format;
+pub mod msnbc;
 mod parse;
 
 pub use event::{ClickEvent, DEFAULT_EVENT_TYPE};
