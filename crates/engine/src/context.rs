@@ -1,0 +1,520 @@
+//! The streaming context: configuration, and the worker loop that cuts micro-batches, feeds them
+//! to the dataflow and waits for them to complete.
+
+use std::collections::HashMap;
+use std::rc::Rc;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use timely::dataflow::operators::probe::Handle as ProbeHandle;
+use timely::worker::Worker;
+
+use crate::dstream::JobShared;
+use crate::error::{EngineError, Result};
+use crate::job::{BuiltJob, Job, WorkerReport};
+use crate::listener::{BatchCompleted, BatchSubmitted, StreamingListener};
+use crate::metrics::EngineMetrics;
+use crate::source::{PartitionId, PartitionProgress, SourceSettings};
+use crate::time::{BatchClock, BatchId};
+
+/// Whether a job runs until told to stop or until its input's current end.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RunMode {
+    /// Batches are cut every batch interval until [`ShutdownHandle::stop`] (the DStream model).
+    Continuous,
+    /// Read as fast as possible, a chunk of at most `max_records_per_partition` records per
+    /// partition per batch, until every partition is at its current end; then close every open
+    /// window and session, emit them, and stop. For replays, tests and benchmarks.
+    UntilEnd,
+}
+
+/// Where the workers run.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Cluster {
+    /// All workers are threads of this process.
+    Local,
+    /// This process is one of several: `addresses` lists every process's `host:port`, `process`
+    /// is this one's index. Every process runs the same job.
+    Processes {
+        /// Every process's address, in process order.
+        addresses: Vec<String>,
+        /// This process's index.
+        process: usize,
+    },
+}
+
+/// Runs jobs: holds the batch interval, the worker count and the run mode.
+///
+/// # Examples
+/// ```
+/// use std::time::Duration;
+/// use std::sync::{Arc, Mutex};
+/// use clickpulse_engine::{QueueSource, RunMode, StreamingContext};
+///
+/// let words = |ws: &[&str]| ws.iter().map(|w| w.to_string()).collect::<Vec<_>>();
+/// let source = QueueSource::from_batches("words", vec![words(&["a", "b", "a"]), words(&["b"])]);
+/// let seen = Arc::new(Mutex::new(Vec::new()));
+/// let sink = Arc::clone(&seen);
+/// StreamingContext::new(Duration::from_millis(100))
+///     .unwrap()
+///     .workers(2)
+///     .unwrap()
+///     .mode(RunMode::UntilEnd)
+///     .run(move |job| {
+///         let sink = Arc::clone(&sink);
+///         job.source(&source)?
+///             .count_by_value()
+///             .foreach_batch(move |info, mut rows| {
+///                 rows.sort();
+///                 sink.lock().unwrap().push((info.batch, rows));
+///             });
+///         Ok(())
+///     })
+///     .unwrap();
+/// let seen = seen.lock().unwrap();
+/// assert_eq!(seen[0], (0, vec![("a".to_string(), 2), ("b".to_string(), 1)]));
+/// assert_eq!(seen[1], (1, vec![("b".to_string(), 1)]));
+/// ```
+pub struct StreamingContext {
+    batch_interval: Duration,
+    workers: usize,
+    mode: RunMode,
+    max_records_per_partition: usize,
+    cluster: Cluster,
+    listeners: Vec<Arc<dyn StreamingListener>>,
+    metrics: Arc<EngineMetrics>,
+    stop: Arc<AtomicBool>,
+    start_offsets: HashMap<String, HashMap<PartitionId, u64>>,
+}
+
+/// Asks a running job to stop after the batch in progress.
+#[derive(Debug, Clone)]
+pub struct ShutdownHandle(Arc<AtomicBool>);
+
+impl ShutdownHandle {
+    /// Stops the job gracefully: the batch in progress completes, then the workers exit.
+    pub fn stop(&self) {
+        self.0.store(true, Ordering::SeqCst);
+    }
+
+    /// Whether a stop was asked for.
+    pub fn is_stopping(&self) -> bool {
+        self.0.load(Ordering::SeqCst)
+    }
+}
+
+/// What a finished run did.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct RunSummary {
+    /// Batches run.
+    pub batches: u64,
+    /// Records read by all sources.
+    pub input_rows: u64,
+    /// Records that could not be decoded.
+    pub dead_letters: u64,
+    /// Events too late for their event-time window or session.
+    pub late_events: u64,
+}
+
+impl StreamingContext {
+    /// A context cutting a batch every `batch_interval` (DStream default: 1 s), with 1 worker,
+    /// in [`RunMode::Continuous`].
+    ///
+    /// # Errors
+    /// [`EngineError::InvalidConfig`] (`batch_interval`) when the interval is under 1 ms or over
+    /// one hour.
+    pub fn new(batch_interval: Duration) -> Result<Self> {
+        if batch_interval < Duration::from_millis(1) || batch_interval > Duration::from_secs(3600) {
+            return Err(EngineError::InvalidConfig {
+                key: "batch_interval",
+                reason: format!("{batch_interval:?} is outside 1 ms ..= 1 h"),
+            });
+        }
+        Ok(StreamingContext {
+            batch_interval,
+            workers: 1,
+            mode: RunMode::Continuous,
+            max_records_per_partition: 100_000,
+            cluster: Cluster::Local,
+            listeners: Vec::new(),
+            metrics: Arc::default(),
+            stop: Arc::default(),
+            start_offsets: HashMap::new(),
+        })
+    }
+
+    /// Worker threads in this process. Default = 1.
+    ///
+    /// # Errors
+    /// [`EngineError::InvalidConfig`] (`workers`) for 0 or more than 1024.
+    pub fn workers(mut self, workers: usize) -> Result<Self> {
+        if workers == 0 || workers > 1024 {
+            return Err(EngineError::InvalidConfig {
+                key: "workers",
+                reason: format!("{workers} is outside 1 ..= 1024"),
+            });
+        }
+        self.workers = workers;
+        Ok(self)
+    }
+
+    /// Continuous or until-end. Default = [`RunMode::Continuous`].
+    pub fn mode(mut self, mode: RunMode) -> Self {
+        self.mode = mode;
+        self
+    }
+
+    /// The most records one batch takes from one partition (a rate limit in continuous mode, the
+    /// chunk size in until-end mode). Default = 100,000.
+    ///
+    /// # Errors
+    /// [`EngineError::InvalidConfig`] (`max_records_per_partition`) for 0.
+    pub fn max_records_per_partition(mut self, n: usize) -> Result<Self> {
+        if n == 0 {
+            return Err(EngineError::InvalidConfig {
+                key: "max_records_per_partition",
+                reason: "must be at least 1".into(),
+            });
+        }
+        self.max_records_per_partition = n;
+        Ok(self)
+    }
+
+    /// Runs as one process of several. Default = [`Cluster::Local`].
+    ///
+    /// # Errors
+    /// [`EngineError::InvalidConfig`] (`cluster`) when `process` is not an index into `addresses`.
+    pub fn cluster(mut self, cluster: Cluster) -> Result<Self> {
+        if let Cluster::Processes { addresses, process } = &cluster
+            && *process >= addresses.len()
+        {
+            return Err(EngineError::InvalidConfig {
+                key: "cluster",
+                reason: format!(
+                    "process {process} is not one of {} addresses",
+                    addresses.len()
+                ),
+            });
+        }
+        self.cluster = cluster;
+        Ok(self)
+    }
+
+    /// Starts `source`'s partitions at these offsets (the next offset to read) instead of the
+    /// source's default start.
+    pub fn start_offsets(mut self, source: &str, offsets: HashMap<PartitionId, u64>) -> Self {
+        self.start_offsets.insert(source.to_string(), offsets);
+        self
+    }
+
+    /// Adds a listener for batch events.
+    pub fn add_listener(&mut self, listener: Arc<dyn StreamingListener>) {
+        self.listeners.push(listener);
+    }
+
+    /// A handle that stops the job gracefully from another thread.
+    pub fn shutdown_handle(&self) -> ShutdownHandle {
+        ShutdownHandle(Arc::clone(&self.stop))
+    }
+
+    /// The engine's counters (late events, dead letters, state sizes).
+    pub fn metrics(&self) -> Arc<EngineMetrics> {
+        Arc::clone(&self.metrics)
+    }
+
+    /// The batch interval.
+    pub fn batch_interval(&self) -> Duration {
+        self.batch_interval
+    }
+
+    /// Runs `job` on every worker until the input ends ([`RunMode::UntilEnd`]) or the job is
+    /// stopped ([`RunMode::Continuous`]).
+    ///
+    /// # Errors
+    /// Whatever the job function returns, [`EngineError::NoOutput`] when it defines no output,
+    /// a source's fatal error, or [`EngineError::Runtime`] when a worker could not run.
+    pub fn run<F>(self, job: F) -> Result<RunSummary>
+    where
+        F: Fn(&mut Job<'_>) -> Result<()> + Send + Sync + 'static,
+    {
+        let config = match &self.cluster {
+            Cluster::Local => timely::Config::process(self.workers),
+            Cluster::Processes { addresses, process } => timely::Config {
+                communication: timely::CommunicationConfig::Cluster {
+                    threads: self.workers,
+                    process: *process,
+                    addresses: addresses.clone(),
+                    report: false,
+                    zerocopy: false,
+                },
+                worker: timely::WorkerConfig::default(),
+            },
+        };
+        let run = Arc::new(RunShared {
+            clock: BatchClock {
+                start_ms: now_ms(),
+                interval_ms: u64::try_from(self.batch_interval.as_millis())
+                    .unwrap_or(1)
+                    .max(1),
+            },
+            started: Instant::now(),
+            interval: self.batch_interval,
+            mode: self.mode,
+            max_records_per_partition: self.max_records_per_partition,
+            listeners: self.listeners,
+            metrics: Arc::clone(&self.metrics),
+            stop: Arc::clone(&self.stop),
+            start_offsets: self.start_offsets,
+        });
+        let guards = timely::execute(config, move |worker| worker_main(worker, &run, &job))
+            .map_err(EngineError::Runtime)?;
+        let mut summary = RunSummary::default();
+        for result in guards.join() {
+            let worker = result.map_err(EngineError::Runtime)??;
+            summary.batches = summary.batches.max(worker.batches);
+            summary.input_rows += worker.input_rows;
+            summary.dead_letters += worker.dead_letters;
+        }
+        summary.late_events = self.metrics.late_events();
+        Ok(summary)
+    }
+}
+
+struct RunShared {
+    clock: BatchClock,
+    started: Instant,
+    interval: Duration,
+    mode: RunMode,
+    max_records_per_partition: usize,
+    listeners: Vec<Arc<dyn StreamingListener>>,
+    metrics: Arc<EngineMetrics>,
+    stop: Arc<AtomicBool>,
+    start_offsets: HashMap<String, HashMap<PartitionId, u64>>,
+}
+
+/// Timings worker 0 keeps for a batch until it completes.
+struct InFlight {
+    batch: BatchId,
+    started: Instant,
+    read_done: Instant,
+    scheduling_delay: Duration,
+    local_offsets: Vec<PartitionProgress>,
+}
+
+fn now_ms() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
+}
+
+fn worker_main<F>(worker: &mut Worker, run: &RunShared, job_fn: &F) -> Result<RunSummary>
+where
+    F: Fn(&mut Job<'_>) -> Result<()>,
+{
+    let probe = ProbeHandle::new();
+    let shared = Rc::new(JobShared {
+        clock: run.clock,
+        probe: probe.clone(),
+        metrics: Arc::clone(&run.metrics),
+        worker: worker.index(),
+        outputs: Default::default(),
+        current_batch: Default::default(),
+    });
+    let settings = SourceSettings {
+        worker: worker.index(),
+        peers: worker.peers(),
+        bounded: run.mode == RunMode::UntilEnd,
+        max_records_per_partition: run.max_records_per_partition,
+        start_offsets: HashMap::new(),
+    };
+    let offsets = run.start_offsets.clone();
+    let built = worker.dataflow::<BatchId, _, _>(|scope| {
+        let mut job = Job::new(scope, Rc::clone(&shared), settings, offsets);
+        job_fn(&mut job)?;
+        job.finish()
+    })?;
+    let mut driver = WorkerLoop {
+        shared,
+        run,
+        probe,
+        built,
+        in_flight: std::collections::VecDeque::new(),
+        summary: RunSummary::default(),
+        is_reporter: worker.index() == 0,
+    };
+    driver.run(worker)
+}
+
+struct WorkerLoop<'a> {
+    shared: Rc<JobShared>,
+    run: &'a RunShared,
+    probe: ProbeHandle<BatchId>,
+    built: BuiltJob,
+    in_flight: std::collections::VecDeque<InFlight>,
+    summary: RunSummary,
+    is_reporter: bool,
+}
+
+impl WorkerLoop<'_> {
+    fn run(&mut self, worker: &mut Worker) -> Result<RunSummary> {
+        let mut batch: BatchId = 0;
+        let bounded = self.run.mode == RunMode::UntilEnd;
+        loop {
+            let result = self.one_batch(worker, batch);
+            if let Err(e) = result {
+                self.close();
+                return Err(e);
+            }
+            batch += 1;
+            self.summary.batches = batch;
+            let finished = bounded && self.built.drivers.iter().all(|d| d.finished());
+            if finished || self.run.stop.load(Ordering::SeqCst) {
+                break;
+            }
+        }
+        self.close();
+        while !self.probe.done() {
+            worker.step_or_park(Some(Duration::from_millis(1)));
+            self.report_completed();
+        }
+        self.report_completed();
+        Ok(self.summary.clone())
+    }
+
+    fn close(&mut self) {
+        for d in &mut self.built.drivers {
+            d.close();
+        }
+        self.built.reports = None;
+    }
+
+    fn one_batch(&mut self, worker: &mut Worker, batch: BatchId) -> Result<()> {
+        let started = Instant::now();
+        self.shared.current_batch.set((batch, Some(started)));
+        let nominal =
+            self.run.started + self.run.interval * u32::try_from(batch).unwrap_or(u32::MAX);
+        let scheduling_delay = if self.run.mode == RunMode::Continuous {
+            started.saturating_duration_since(nominal)
+        } else {
+            Duration::ZERO
+        };
+        self.fill(worker, batch, nominal + self.run.interval)?;
+        let read_done = Instant::now();
+        let mut report = WorkerReport::default();
+        for d in &mut self.built.drivers {
+            let b = d.end_batch(read_done);
+            report.rows += b.rows;
+            report.dead_letters += b.dead_letters;
+            report.offsets.extend(b.offsets);
+        }
+        self.summary.input_rows += report.rows;
+        self.summary.dead_letters += report.dead_letters;
+        let local_offsets = report.offsets.clone();
+        if let Some(r) = self.built.reports.as_mut() {
+            r.send(report);
+        }
+        for d in &mut self.built.drivers {
+            d.advance(batch + 1);
+        }
+        if let Some(r) = self.built.reports.as_mut() {
+            r.advance_to(batch + 1);
+        }
+        if self.is_reporter {
+            let event = BatchSubmitted {
+                batch,
+                batch_time_ms: self.run.clock.batch_start_ms(batch),
+                scheduling_delay,
+            };
+            for l in &self.run.listeners {
+                l.on_batch_submitted(&event);
+            }
+        }
+        self.in_flight.push_back(InFlight {
+            batch,
+            started,
+            read_done,
+            scheduling_delay,
+            local_offsets,
+        });
+        while self.probe.less_than(&(batch + 1)) {
+            worker.step_or_park(Some(Duration::from_millis(1)));
+        }
+        self.report_completed();
+        Ok(())
+    }
+
+    /// Reads this batch's records: in until-end mode a chunk as fast as possible, in continuous
+    /// mode whatever arrives until the batch's deadline.
+    fn fill(&mut self, worker: &mut Worker, batch: BatchId, deadline: Instant) -> Result<()> {
+        loop {
+            let mut more = false;
+            for d in &mut self.built.drivers {
+                more |= d.poll_once(batch)?;
+            }
+            match self.run.mode {
+                RunMode::UntilEnd if !more => return Ok(()),
+                RunMode::UntilEnd => {}
+                RunMode::Continuous => {
+                    let now = Instant::now();
+                    if now >= deadline || self.run.stop.load(Ordering::SeqCst) {
+                        return Ok(());
+                    }
+                    if !more {
+                        let nap = (deadline - now).min(Duration::from_millis(2));
+                        worker.step_or_park(Some(nap));
+                    }
+                }
+            }
+        }
+    }
+
+    /// Reports every batch the probe has passed (listeners on worker 0; processed offsets on all).
+    fn report_completed(&mut self) {
+        while let Some(front) = self.in_flight.front() {
+            if self.probe.less_than(&(front.batch + 1)) {
+                return;
+            }
+            let Some(done) = self.in_flight.pop_front() else {
+                return;
+            };
+            for d in &mut self.built.drivers {
+                d.processed(&done.local_offsets);
+            }
+            if self.is_reporter {
+                self.notify_completed(&done);
+            }
+        }
+    }
+
+    fn notify_completed(&self, done: &InFlight) {
+        let totals = self
+            .built
+            .totals
+            .borrow_mut()
+            .remove(&done.batch)
+            .unwrap_or_default();
+        let now = Instant::now();
+        let event = BatchCompleted {
+            batch: done.batch,
+            batch_time_ms: self.run.clock.batch_start_ms(done.batch),
+            input_rows: totals.rows,
+            dead_letters: totals.dead_letters,
+            scheduling_delay: done.scheduling_delay,
+            processing_time: now.saturating_duration_since(done.read_done),
+            total_delay: done.scheduling_delay + now.saturating_duration_since(done.started),
+            offsets: totals.offsets,
+            state: self.run.metrics.state_sizes(),
+            late_events_total: self.run.metrics.late_events(),
+        };
+        tracing::debug!(
+            batch = event.batch,
+            rows = event.input_rows,
+            processing_ms = event.processing_time.as_millis() as u64,
+            "batch completed"
+        );
+        for l in &self.run.listeners {
+            l.on_batch_completed(&event);
+        }
+    }
+}

@@ -1,0 +1,227 @@
+//! The discretised stream: a sequence of micro-batches, and the per-batch operator helpers every
+//! operator in this crate is built from.
+
+use std::cell::RefCell;
+use std::collections::BTreeMap;
+use std::hash::{Hash, Hasher};
+use std::rc::Rc;
+
+use serde::Serialize;
+use serde::de::DeserializeOwned;
+use timely::dataflow::channels::pact::ParallelizationContract;
+use timely::dataflow::operators::Operator;
+use timely::dataflow::operators::probe::Handle as ProbeHandle;
+use timely::dataflow::{Scope, StreamVec};
+
+use crate::metrics::EngineMetrics;
+use crate::time::{BatchClock, BatchId};
+use crate::watermark::WatermarkReport;
+
+/// What a stream may carry: cloneable, sendable between workers and (for cluster mode and
+/// checkpoints) serialisable with serde.
+pub trait Data: Clone + Send + Serialize + DeserializeOwned + 'static {}
+impl<T: Clone + Send + Serialize + DeserializeOwned + 'static> Data for T {}
+
+/// What a key must be in addition to [`Data`]: hashable (for the exchange between workers and the
+/// state tables) and comparable (for deterministic ordering).
+pub trait Key: Data + Hash + Eq + Ord {}
+impl<T: Data + Hash + Eq + Ord> Key for T {}
+
+/// The stable hash the engine uses to route a key to a worker. It does not depend on the process,
+/// so every worker and every process agrees on where a key lives.
+pub fn route<K: Hash + ?Sized>(key: &K) -> u64 {
+    let mut h = rustc_hash::FxHasher::default();
+    key.hash(&mut h);
+    // Fx hashes cluster in the low bits, which the exchange uses: finish with a mixer.
+    let mut x = h.finish();
+    x ^= x >> 33;
+    x = x.wrapping_mul(0xff51_afd7_ed55_8ccd);
+    x ^= x >> 33;
+    x
+}
+
+/// Per-worker facts shared by every stream of a job.
+pub(crate) struct JobShared {
+    pub clock: BatchClock,
+    pub probe: ProbeHandle<BatchId>,
+    pub metrics: std::sync::Arc<EngineMetrics>,
+    pub worker: usize,
+    pub outputs: RefCell<usize>,
+    /// The batch this worker is working on and when it started it.
+    pub current_batch: std::cell::Cell<(BatchId, Option<std::time::Instant>)>,
+}
+
+impl JobShared {
+    /// Time since this worker started batch `b` (zero when unknown).
+    pub fn batch_elapsed(&self, b: BatchId) -> std::time::Duration {
+        match self.current_batch.get() {
+            (current, Some(at)) if current == b => at.elapsed(),
+            _ => std::time::Duration::ZERO,
+        }
+    }
+}
+
+/// A DStream: a sequence of batches of `T`, one per batch id, distributed over the workers.
+///
+/// Build one from a source on a [`Job`](crate::Job), transform it with the operators (each in its
+/// own module of [`operators`](crate::operators) and [`event_time`](crate::event_time)), and end
+/// it with an output operation ([`DStream::foreach_batch`], [`DStream::print`],
+/// [`DStream::save_as_text_files`]). A DStream is cheap to clone; a clone is a second consumer of
+/// the same batches.
+pub struct DStream<'s, T: Data> {
+    pub(crate) stream: StreamVec<'s, BatchId, T>,
+    /// Watermark reports of the sources this stream derives from (event time), if any.
+    pub(crate) watermarks: Option<StreamVec<'s, BatchId, WatermarkReport>>,
+    /// For a DStream (batch-count) window: its length in batches.
+    pub(crate) window_batches: Option<u64>,
+    pub(crate) shared: Rc<JobShared>,
+}
+
+impl<T: Data> Clone for DStream<'_, T> {
+    fn clone(&self) -> Self {
+        DStream {
+            stream: self.stream.clone(),
+            watermarks: self.watermarks.clone(),
+            window_batches: self.window_batches,
+            shared: Rc::clone(&self.shared),
+        }
+    }
+}
+
+impl<'s, T: Data> DStream<'s, T> {
+    /// A stream with the same lineage (watermarks, job) as `self` but other batches.
+    pub(crate) fn derive<U: Data>(&self, stream: StreamVec<'s, BatchId, U>) -> DStream<'s, U> {
+        DStream {
+            stream,
+            watermarks: self.watermarks.clone(),
+            window_batches: None,
+            shared: Rc::clone(&self.shared),
+        }
+    }
+
+    /// The batch clock of the job this stream belongs to.
+    pub fn clock(&self) -> BatchClock {
+        self.shared.clock
+    }
+
+    /// The timely scope, for callers that mix in raw timely operators.
+    pub fn scope(&self) -> Scope<'s, BatchId> {
+        self.stream.scope()
+    }
+}
+
+/// Runs `logic` once for every batch id, in order, with all of that batch's records from the
+/// input (after `pact` routed them), once the input frontier has passed the batch. `logic` may
+/// push outputs for that batch. Empty batches are visited too, so window and timeout logic runs
+/// even when no data arrives.
+pub(crate) fn batch_unary<'s, T, O, P, L>(
+    stream: &StreamVec<'s, BatchId, T>,
+    pact: P,
+    name: &str,
+    mut logic: L,
+) -> StreamVec<'s, BatchId, O>
+where
+    T: Data,
+    O: Data,
+    P: ParallelizationContract<BatchId, Vec<T>>,
+    L: FnMut(BatchId, Vec<T>, &mut Vec<O>) + 'static,
+{
+    stream
+        .clone()
+        .unary_frontier(pact, name, move |cap, _info| {
+            let mut cap = Some(cap);
+            let mut pending: BTreeMap<BatchId, Vec<T>> = BTreeMap::new();
+            let mut next: BatchId = 0;
+            let mut out = Vec::new();
+            move |(input, frontier), output| {
+                input.for_each(|time, data| pending.entry(*time.time()).or_default().append(data));
+                let Some(held) = cap.as_mut() else { return };
+                let limit = frontier.frontier().first().copied();
+                let upto = limit.unwrap_or_else(|| last_pending(&pending).max(next));
+                while next < upto {
+                    let data = pending.remove(&next).unwrap_or_default();
+                    logic(next, data, &mut out);
+                    if !out.is_empty() {
+                        let at = held.delayed(&next);
+                        output.session(&at).give_container(&mut out);
+                        out.clear();
+                    }
+                    next += 1;
+                }
+                match limit {
+                    Some(l) => held.downgrade(&l),
+                    None => cap = None,
+                }
+            }
+        })
+        .container::<Vec<O>>()
+}
+
+/// [`batch_unary`] for two inputs: `logic` sees both inputs' records of each batch.
+pub(crate) fn batch_binary<'s, A, B, O, PA, PB, L>(
+    left: &StreamVec<'s, BatchId, A>,
+    right: &StreamVec<'s, BatchId, B>,
+    pact_left: PA,
+    pact_right: PB,
+    name: &str,
+    mut logic: L,
+) -> StreamVec<'s, BatchId, O>
+where
+    A: Data,
+    B: Data,
+    O: Data,
+    PA: ParallelizationContract<BatchId, Vec<A>>,
+    PB: ParallelizationContract<BatchId, Vec<B>>,
+    L: FnMut(BatchId, Vec<A>, Vec<B>, &mut Vec<O>) + 'static,
+{
+    left.clone()
+        .binary_frontier(
+            right.clone(),
+            pact_left,
+            pact_right,
+            name,
+            move |cap, _info| {
+                let mut cap = Some(cap);
+                let mut pending_a: BTreeMap<BatchId, Vec<A>> = BTreeMap::new();
+                let mut pending_b: BTreeMap<BatchId, Vec<B>> = BTreeMap::new();
+                let mut next: BatchId = 0;
+                let mut out = Vec::new();
+                move |(in_a, frontier_a), (in_b, frontier_b), output| {
+                    in_a.for_each(|t, d| pending_a.entry(*t.time()).or_default().append(d));
+                    in_b.for_each(|t, d| pending_b.entry(*t.time()).or_default().append(d));
+                    let Some(held) = cap.as_mut() else { return };
+                    let fa = frontier_a.frontier().first().copied();
+                    let fb = frontier_b.frontier().first().copied();
+                    let limit = match (fa, fb) {
+                        (Some(a), Some(b)) => Some(a.min(b)),
+                        (a, b) => a.or(b),
+                    };
+                    let upto = limit.unwrap_or_else(|| {
+                        last_pending(&pending_a)
+                            .max(last_pending(&pending_b))
+                            .max(next)
+                    });
+                    while next < upto {
+                        let a = pending_a.remove(&next).unwrap_or_default();
+                        let b = pending_b.remove(&next).unwrap_or_default();
+                        logic(next, a, b, &mut out);
+                        if !out.is_empty() {
+                            let at = held.delayed(&next);
+                            output.session(&at).give_container(&mut out);
+                            out.clear();
+                        }
+                        next += 1;
+                    }
+                    match limit {
+                        Some(l) => held.downgrade(&l),
+                        None => cap = None,
+                    }
+                }
+            },
+        )
+        .container::<Vec<O>>()
+}
+
+fn last_pending<T>(pending: &BTreeMap<BatchId, T>) -> BatchId {
+    pending.keys().next_back().map_or(0, |&k| k + 1)
+}

@@ -1,0 +1,86 @@
+//! Event-time operators: windows and sessions assigned by each event's own timestamp and closed
+//! by the watermark (see [`watermark`](crate::watermark)).
+//!
+//! They need a stream whose source was created with
+//! [`Job::source_with_event_time`](crate::Job::source_with_event_time). The rules, shared by
+//! every operator here:
+//!
+//! - Windows are half-open `[start, end)`, aligned to multiples of the slide from the epoch.
+//! - A window is emitted in the batch in which the watermark reaches its end (`end <= watermark`);
+//!   a session when the watermark reaches its last click plus the gap.
+//! - An event is checked against the watermark as it stood before its batch. It is **late** when
+//!   the earliest window containing it has already closed (for sessions: when its timestamp is
+//!   below the watermark). A late event is counted in no window; it goes to the `late` side
+//!   stream and is counted in the engine's metrics — never silently dropped.
+//! - Given the same input, in-order partitions give the same results for any number of workers
+//!   and any batching.
+//!
+//! | module | operators |
+//! |---|---|
+//! | [`window_aggregate`] | `aggregate_by_key_in_window`, `count_by_key_in_window`, `reduce_by_key_in_window` |
+//! | [`session`] | `session_by_key` |
+//! | [`distinct`] | `distinct_count_in_window` |
+
+pub mod distinct;
+pub mod session;
+pub mod window_aggregate;
+
+pub use session::Session;
+pub use window_aggregate::{Aggregator, Count, Reduce};
+
+use serde::{Deserialize, Serialize};
+use timely::dataflow::StreamVec;
+use timely::dataflow::operators::vec::Map;
+
+use crate::dstream::{DStream, Data};
+use crate::error::{EngineError, Result};
+use crate::time::BatchId;
+use crate::watermark::WatermarkReport;
+
+/// An event-time operator's results and the events that came too late for them.
+pub struct EventTimeOutput<'s, R: Data, L: Data> {
+    /// The results, emitted as windows or sessions close.
+    pub output: DStream<'s, R>,
+    /// Events too late for their window or session.
+    pub late: DStream<'s, L>,
+}
+
+/// A record routed either to the results or to the late side stream.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub(crate) enum Routed<R, L> {
+    Out(R),
+    Late(L),
+}
+
+impl<'s, T: Data> DStream<'s, T> {
+    /// The watermark reports this stream's event time is measured by.
+    pub(crate) fn require_watermarks(
+        &self,
+        op: &str,
+    ) -> Result<StreamVec<'s, BatchId, WatermarkReport>> {
+        self.watermarks
+            .clone()
+            .ok_or_else(|| EngineError::InvalidConfig {
+                key: "event_time",
+                reason: format!(
+                    "`{op}` needs event time: create the source with Job::source_with_event_time"
+                ),
+            })
+    }
+
+    /// Splits a routed stream into its results and its late events.
+    pub(crate) fn split_routed<R: Data, L: Data>(
+        &self,
+        routed: StreamVec<'s, BatchId, Routed<R, L>>,
+    ) -> (StreamVec<'s, BatchId, R>, StreamVec<'s, BatchId, L>) {
+        let out = routed.clone().flat_map(|r| match r {
+            Routed::Out(x) => Some(x),
+            Routed::Late(_) => None,
+        });
+        let late = routed.flat_map(|r| match r {
+            Routed::Late(x) => Some(x),
+            Routed::Out(_) => None,
+        });
+        (out, late)
+    }
+}

@@ -1,0 +1,211 @@
+//! The job builder a job function receives on every worker.
+
+use std::cell::RefCell;
+use std::collections::{BTreeMap, HashMap};
+use std::rc::Rc;
+use std::sync::Arc;
+
+use serde::{Deserialize, Serialize};
+use timely::dataflow::channels::pact::Exchange;
+use timely::dataflow::operators::probe::Probe;
+use timely::dataflow::operators::vec::{Broadcast, Input};
+use timely::dataflow::{InputHandleVec, Scope};
+
+use crate::dstream::{DStream, Data, JobShared, batch_unary};
+use crate::error::{EngineError, Result};
+use crate::source::{
+    DeadLetter, EventTime, PartitionId, PartitionProgress, PartitionedSource, SourceDriver,
+    SourceSettings, TypedSourceDriver,
+};
+use crate::time::{BatchClock, BatchId};
+
+/// What one worker read in one batch, gathered on worker 0 for the listeners.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+pub(crate) struct WorkerReport {
+    pub rows: u64,
+    pub dead_letters: u64,
+    pub offsets: Vec<PartitionProgress>,
+}
+
+/// Per-batch totals over all workers, filled on worker 0.
+pub(crate) type Totals = Rc<RefCell<BTreeMap<BatchId, WorkerReport>>>;
+
+/// Builds a job's dataflow on one worker. The job function runs once per worker with its own
+/// `Job`; every worker must build the same dataflow (the engine relies on it), so the function
+/// should depend only on its captured configuration, not on the worker index.
+pub struct Job<'s> {
+    scope: Scope<'s, BatchId>,
+    shared: Rc<JobShared>,
+    settings: SourceSettings,
+    start_offsets: HashMap<String, HashMap<PartitionId, u64>>,
+    drivers: Vec<Box<dyn SourceDriver>>,
+    reports: InputHandleVec<BatchId, WorkerReport>,
+    totals: Totals,
+}
+
+/// The parts of a built job that the worker loop drives.
+pub(crate) struct BuiltJob {
+    pub drivers: Vec<Box<dyn SourceDriver>>,
+    pub reports: Option<InputHandleVec<BatchId, WorkerReport>>,
+    pub totals: Totals,
+}
+
+impl<'s> Job<'s> {
+    pub(crate) fn new(
+        scope: Scope<'s, BatchId>,
+        shared: Rc<JobShared>,
+        settings: SourceSettings,
+        start_offsets: HashMap<String, HashMap<PartitionId, u64>>,
+    ) -> Self {
+        let (reports, stream) = scope.new_input::<WorkerReport>();
+        let totals: Totals = Rc::default();
+        let sink = Rc::clone(&totals);
+        batch_unary::<_, (), _, _>(
+            &stream,
+            Exchange::new(|_: &WorkerReport| 0),
+            "BatchReports",
+            move |batch, reports, _out| {
+                let mut total = WorkerReport::default();
+                for r in reports {
+                    total.rows += r.rows;
+                    total.dead_letters += r.dead_letters;
+                    total.offsets.extend(r.offsets);
+                }
+                sink.borrow_mut().insert(batch, total);
+            },
+        )
+        .probe_with(&shared.probe);
+        Job {
+            scope,
+            shared,
+            settings,
+            start_offsets,
+            drivers: Vec::new(),
+            reports,
+            totals,
+        }
+    }
+
+    /// This worker's index, `0..workers()`.
+    pub fn worker(&self) -> usize {
+        self.scope.index()
+    }
+
+    /// How many workers run the job (over all processes).
+    pub fn workers(&self) -> usize {
+        self.scope.peers()
+    }
+
+    /// The batch clock.
+    pub fn clock(&self) -> BatchClock {
+        self.shared.clock
+    }
+
+    /// A DStream of `source`'s records, in processing time only (no event-time operators).
+    /// Records that cannot be decoded are counted and logged; use
+    /// [`Job::source_with_dead_letters`] to keep them too.
+    ///
+    /// # Errors
+    /// [`EngineError::Source`] when the source cannot list or open its partitions.
+    pub fn source<S: PartitionedSource + Clone>(
+        &mut self,
+        source: &S,
+    ) -> Result<DStream<'s, S::Item>> {
+        Ok(self.add_source(source, None)?.0)
+    }
+
+    /// A DStream of `source`'s records with event time, so that event-time operators
+    /// ([`event_time`](crate::event_time)) can be used downstream.
+    ///
+    /// # Errors
+    /// [`EngineError::Source`] when the source cannot list or open its partitions.
+    pub fn source_with_event_time<S: PartitionedSource + Clone>(
+        &mut self,
+        source: &S,
+        event_time: EventTime<S::Item>,
+    ) -> Result<DStream<'s, S::Item>> {
+        Ok(self.add_source(source, Some(event_time))?.0)
+    }
+
+    /// Like [`Job::source_with_event_time`] (or [`Job::source`] when `event_time` is `None`), and
+    /// also the stream of records that could not be decoded.
+    ///
+    /// # Errors
+    /// [`EngineError::Source`] when the source cannot list or open its partitions.
+    pub fn source_with_dead_letters<S: PartitionedSource + Clone>(
+        &mut self,
+        source: &S,
+        event_time: Option<EventTime<S::Item>>,
+    ) -> Result<(DStream<'s, S::Item>, DStream<'s, DeadLetter>)> {
+        self.add_source(source, event_time)
+    }
+
+    fn add_source<S: PartitionedSource + Clone>(
+        &mut self,
+        source: &S,
+        event_time: Option<EventTime<S::Item>>,
+    ) -> Result<(DStream<'s, S::Item>, DStream<'s, DeadLetter>)> {
+        let (input, stream) = self.scope.new_input::<S::Item>();
+        let (dead_input, dead_stream) = self.scope.new_input::<DeadLetter>();
+        let (wm_input, watermarks) = match event_time {
+            Some(_) => {
+                let (h, s) = self.scope.new_input();
+                (Some(h), Some(s.broadcast()))
+            }
+            None => (None, None),
+        };
+        let mut settings = self.settings.clone();
+        settings.start_offsets = self
+            .start_offsets
+            .get(source.name())
+            .cloned()
+            .unwrap_or_default();
+        let driver = TypedSourceDriver::new(
+            Arc::new(source.clone()),
+            settings,
+            event_time,
+            input,
+            dead_input,
+            wm_input,
+            Arc::clone(&self.shared.metrics),
+        )?;
+        self.drivers.push(Box::new(driver));
+        let events = DStream {
+            stream,
+            watermarks,
+            window_batches: None,
+            shared: Rc::clone(&self.shared),
+        };
+        let dead = DStream {
+            stream: dead_stream,
+            watermarks: None,
+            window_batches: None,
+            shared: Rc::clone(&self.shared),
+        };
+        Ok((events, dead))
+    }
+
+    /// A DStream built from the union of `streams` (all must come from this job).
+    ///
+    /// # Errors
+    /// [`EngineError::InvalidConfig`] when `streams` is empty.
+    pub fn union_all<T: Data>(&self, streams: Vec<DStream<'s, T>>) -> Result<DStream<'s, T>> {
+        let mut iter = streams.into_iter();
+        let first = iter.next().ok_or_else(|| EngineError::InvalidConfig {
+            key: "union_all",
+            reason: "no streams given".into(),
+        })?;
+        Ok(iter.fold(first, |acc, s| acc.union(&s)))
+    }
+
+    pub(crate) fn finish(self) -> Result<BuiltJob> {
+        if *self.shared.outputs.borrow() == 0 {
+            return Err(EngineError::NoOutput);
+        }
+        Ok(BuiltJob {
+            drivers: self.drivers,
+            reports: Some(self.reports),
+            totals: self.totals,
+        })
+    }
+}

@@ -1,0 +1,56 @@
+//! Listening to batches as they are submitted, started and completed: metrics and the dashboard's
+//! streaming panel are built on this.
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use serde::Serialize;
+
+use crate::metrics::StateSize;
+use crate::source::PartitionProgress;
+use crate::time::BatchId;
+
+/// A batch has been cut: its input is closed.
+#[derive(Debug, Clone, Serialize)]
+pub struct BatchSubmitted {
+    /// The batch.
+    pub batch: BatchId,
+    /// The batch's nominal start, ms since the epoch.
+    pub batch_time_ms: u64,
+    /// How late the batch started reading after its nominal start (it waited for the previous
+    /// batches to finish).
+    pub scheduling_delay: Duration,
+}
+
+/// A batch has been processed by every operator on every worker.
+#[derive(Debug, Clone, Serialize)]
+pub struct BatchCompleted {
+    /// The batch.
+    pub batch: BatchId,
+    /// The batch's nominal start, ms since the epoch.
+    pub batch_time_ms: u64,
+    /// Records read from all sources in the batch.
+    pub input_rows: u64,
+    /// Records that could not be decoded in the batch.
+    pub dead_letters: u64,
+    /// How late the batch started after its nominal start.
+    pub scheduling_delay: Duration,
+    /// From the end of reading to completion everywhere.
+    pub processing_time: Duration,
+    /// Scheduling delay plus reading plus processing.
+    pub total_delay: Duration,
+    /// Offsets consumed in the batch, per source partition.
+    pub offsets: Vec<PartitionProgress>,
+    /// State size per stateful operator (this process's workers), after the batch.
+    pub state: BTreeMap<String, StateSize>,
+    /// Late events counted so far (this process).
+    pub late_events_total: u64,
+}
+
+/// Receives batch events. Called on worker 0's thread: keep it quick (hand work to a channel).
+pub trait StreamingListener: Send + Sync {
+    /// A batch's input was closed.
+    fn on_batch_submitted(&self, _event: &BatchSubmitted) {}
+    /// A batch completed everywhere.
+    fn on_batch_completed(&self, _event: &BatchCompleted) {}
+}

@@ -1,0 +1,67 @@
+//! Counters and state sizes the engine keeps while it runs, readable from any thread.
+
+use std::collections::BTreeMap;
+use std::sync::Mutex;
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use serde::Serialize;
+
+/// The size of one stateful operator's state on one worker.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
+pub struct StateSize {
+    /// Keys (or windows, or sessions) held.
+    pub keys: u64,
+    /// Approximate bytes: the tables' own memory, not heap data owned by keys or values.
+    pub bytes: u64,
+}
+
+/// Engine-wide counters, shared by the workers of one process.
+#[derive(Debug, Default)]
+pub struct EngineMetrics {
+    late_events: AtomicU64,
+    dead_letters: AtomicU64,
+    state: Mutex<BTreeMap<(String, usize), StateSize>>,
+}
+
+impl EngineMetrics {
+    /// Events that arrived too late for their event-time window or session.
+    pub fn late_events(&self) -> u64 {
+        self.late_events.load(Ordering::Relaxed)
+    }
+
+    /// Records sources could not decode.
+    pub fn dead_letters(&self) -> u64 {
+        self.dead_letters.load(Ordering::Relaxed)
+    }
+
+    /// State size per operator, summed over this process's workers.
+    pub fn state_sizes(&self) -> BTreeMap<String, StateSize> {
+        let mut out: BTreeMap<String, StateSize> = BTreeMap::new();
+        let guard = self.state.lock().unwrap_or_else(|p| p.into_inner());
+        for ((name, _worker), s) in guard.iter() {
+            let e = out.entry(name.clone()).or_default();
+            e.keys += s.keys;
+            e.bytes += s.bytes;
+        }
+        out
+    }
+
+    pub(crate) fn add_late(&self, n: u64) {
+        self.late_events.fetch_add(n, Ordering::Relaxed);
+    }
+
+    pub(crate) fn add_dead_letters(&self, n: u64) {
+        self.dead_letters.fetch_add(n, Ordering::Relaxed);
+    }
+
+    pub(crate) fn set_state(&self, operator: &str, worker: usize, size: StateSize) {
+        let mut guard = self.state.lock().unwrap_or_else(|p| p.into_inner());
+        guard.insert((operator.to_string(), worker), size);
+    }
+}
+
+/// Approximate bytes of a hash table with `capacity` slots of `(K, V)`.
+pub(crate) fn table_bytes<K, V>(capacity: usize) -> u64 {
+    // One control byte per slot beside the slot itself (hashbrown's layout).
+    (capacity * (std::mem::size_of::<(K, V)>() + 1)) as u64
+}

@@ -1,0 +1,224 @@
+//! Output operations: `foreach_batch`, `print`, `save_as_text_files`. Every job needs at least
+//! one; they are what makes batches run.
+
+use std::fmt::Debug;
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use serde::Serialize;
+use timely::dataflow::channels::pact::Exchange;
+use timely::dataflow::operators::probe::Probe;
+
+use crate::dstream::{DStream, Data, batch_unary};
+use crate::time::BatchId;
+
+/// What an output operation knows about the batch it is handed.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct BatchInfo {
+    /// The batch id.
+    pub batch: BatchId,
+    /// The batch's nominal start, ms since the epoch.
+    pub batch_start_ms: u64,
+    /// The batch's nominal end (exclusive), ms since the epoch.
+    pub batch_end_ms: u64,
+    /// For a DStream window: the processing-time range `[start, end)` it covers. Event-time
+    /// windows are carried by the rows themselves.
+    pub window: Option<(u64, u64)>,
+    /// Rows handed to this output for the batch.
+    pub rows: usize,
+    /// Time since this worker started the batch.
+    pub processing_time: Duration,
+}
+
+impl<'s, T: Data> DStream<'s, T> {
+    /// Calls `f` once for every batch, on worker 0, with all of the batch's rows (also for empty
+    /// batches). This is the general output operation: sinks are built on it.
+    ///
+    /// # Examples
+    /// ```
+    /// use std::sync::{Arc, Mutex};
+    /// use std::time::Duration;
+    /// use clickpulse_engine::{QueueSource, RunMode, StreamingContext};
+    ///
+    /// let source = QueueSource::from_batches("n", vec![vec![1, 2], vec![3]]);
+    /// let sums = Arc::new(Mutex::new(Vec::new()));
+    /// let sink = Arc::clone(&sums);
+    /// StreamingContext::new(Duration::from_millis(50)).unwrap()
+    ///     .mode(RunMode::UntilEnd)
+    ///     .run(move |job| {
+    ///         let sink = Arc::clone(&sink);
+    ///         job.source(&source)?.foreach_batch(move |info, rows: Vec<i32>| {
+    ///             sink.lock().unwrap().push((info.batch, rows.iter().sum::<i32>()));
+    ///         });
+    ///         Ok(())
+    ///     })
+    ///     .unwrap();
+    /// assert_eq!(*sums.lock().unwrap(), vec![(0, 3), (1, 3)]);
+    /// ```
+    pub fn foreach_batch(&self, mut f: impl FnMut(&BatchInfo, Vec<T>) + 'static) {
+        let clock = self.clock();
+        let window = self.window_batches;
+        let shared = std::rc::Rc::clone(&self.shared);
+        *self.shared.outputs.borrow_mut() += 1;
+        batch_unary::<_, (), _, _>(
+            &self.stream,
+            Exchange::new(|_: &T| 0),
+            "ForeachBatch",
+            move |b, rows, _out| {
+                if shared.worker != 0 {
+                    return;
+                }
+                let info = BatchInfo {
+                    batch: b,
+                    batch_start_ms: clock.batch_start_ms(b),
+                    batch_end_ms: clock.batch_end_ms(b),
+                    window: window.map(|len| {
+                        (
+                            clock.batch_start_ms((b + 1).saturating_sub(len)),
+                            clock.batch_end_ms(b),
+                        )
+                    }),
+                    rows: rows.len(),
+                    processing_time: shared.batch_elapsed(b),
+                };
+                f(&info, rows);
+            },
+        )
+        .probe_with(&self.shared.probe);
+    }
+
+    /// Prints the first `n` rows of every batch to standard output under a header naming the
+    /// batch, as DStream `print` does.
+    ///
+    /// # Examples
+    /// ```
+    /// use std::time::Duration;
+    /// use clickpulse_engine::{QueueSource, RunMode, StreamingContext};
+    /// let source = QueueSource::from_batches("n", vec![vec![1, 2, 3]]);
+    /// StreamingContext::new(Duration::from_millis(50)).unwrap()
+    ///     .mode(RunMode::UntilEnd)
+    ///     .run(move |job| {
+    ///         job.source(&source)?.print(2);
+    ///         Ok(())
+    ///     })
+    ///     .unwrap();
+    /// ```
+    pub fn print(&self, n: usize)
+    where
+        T: Debug,
+    {
+        self.foreach_batch(move |info, rows| {
+            print!("{}", format_batch(info, &rows, n));
+        });
+    }
+
+    /// Writes every batch to `{prefix}-{batch start ms}.{suffix}` (one JSON value per line),
+    /// atomically: a temporary file in the same directory, fsynced, then renamed. Failures are
+    /// logged and counted, never fatal to the stream.
+    ///
+    /// # Examples
+    /// ```
+    /// use std::time::Duration;
+    /// use clickpulse_engine::{QueueSource, RunMode, StreamingContext};
+    /// let dir = tempfile::tempdir().unwrap();
+    /// let prefix = dir.path().join("counts").to_string_lossy().into_owned();
+    /// let source = QueueSource::from_batches("n", vec![vec![1, 2], vec![3]]);
+    /// StreamingContext::new(Duration::from_millis(50)).unwrap()
+    ///     .mode(RunMode::UntilEnd)
+    ///     .run(move |job| {
+    ///         job.source(&source)?.save_as_text_files(&prefix, "jsonl");
+    ///         Ok(())
+    ///     })
+    ///     .unwrap();
+    /// let files = std::fs::read_dir(dir.path()).unwrap().count();
+    /// assert_eq!(files, 2);
+    /// ```
+    pub fn save_as_text_files(&self, prefix: &str, suffix: &str) {
+        let prefix = prefix.to_string();
+        let suffix = suffix.to_string();
+        self.foreach_batch(move |info, rows| {
+            let path = PathBuf::from(format!("{prefix}-{}.{suffix}", info.batch_start_ms));
+            if let Err(e) = write_json_lines_atomically(&path, &rows) {
+                tracing::error!(path = %path.display(), error = %e, "could not write batch file");
+            }
+        });
+    }
+}
+
+/// The text `print` writes for one batch.
+pub(crate) fn format_batch<T: Debug>(info: &BatchInfo, rows: &[T], n: usize) -> String {
+    use std::fmt::Write as _;
+    let mut s = String::new();
+    let rule = "-------------------------------------------";
+    let _ = writeln!(
+        s,
+        "{rule}\nBatch {} (time {} ms)\n{rule}",
+        info.batch, info.batch_start_ms
+    );
+    for r in rows.iter().take(n) {
+        let _ = writeln!(s, "{r:?}");
+    }
+    if rows.len() > n {
+        let _ = writeln!(s, "... ({} more)", rows.len() - n);
+    }
+    s.push('\n');
+    s
+}
+
+/// Writes `rows` as JSON lines to `path` through a temporary file and a rename.
+///
+/// # Errors
+/// Any I/O or serialisation error; the target is then left untouched.
+pub fn write_json_lines_atomically<T: Serialize>(path: &Path, rows: &[T]) -> std::io::Result<()> {
+    let dir = path
+        .parent()
+        .filter(|p| !p.as_os_str().is_empty())
+        .unwrap_or(Path::new("."));
+    std::fs::create_dir_all(dir)?;
+    let name = path
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    let tmp = dir.join(format!(".{name}.tmp"));
+    {
+        let mut w = std::io::BufWriter::new(std::fs::File::create(&tmp)?);
+        for r in rows {
+            serde_json::to_writer(&mut w, r).map_err(std::io::Error::other)?;
+            w.write_all(b"\n")?;
+        }
+        w.flush()?;
+        w.get_ref().sync_all()?;
+    }
+    std::fs::rename(&tmp, path)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn print_format_names_the_batch_and_truncates() {
+        let info = BatchInfo {
+            batch: 7,
+            batch_start_ms: 7000,
+            batch_end_ms: 8000,
+            window: None,
+            rows: 3,
+            processing_time: Duration::ZERO,
+        };
+        let text = format_batch(&info, &[1, 2, 3], 2);
+        assert!(text.contains("Batch 7 (time 7000 ms)"), "{text}");
+        assert!(text.contains("1\n2\n... (1 more)"), "{text}");
+    }
+
+    #[test]
+    fn atomic_write_leaves_no_temp_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("x-1.jsonl");
+        write_json_lines_atomically(&path, &[("a", 1), ("b", 2)]).unwrap();
+        let text = std::fs::read_to_string(&path).unwrap();
+        assert_eq!(text, "[\"a\",1]\n[\"b\",2]\n");
+        assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 1);
+    }
+}

@@ -1,0 +1,38 @@
+//! `transform`: a function of each whole batch.
+
+use timely::dataflow::channels::pact::Exchange;
+
+use crate::dstream::{DStream, Data, batch_unary};
+use crate::time::BatchId;
+
+impl<'s, T: Data> DStream<'s, T> {
+    /// Applies `f` to each whole batch (gathered on worker 0) — for logic that needs every record
+    /// of a batch at once, such as a sort. `f` is also called for empty batches.
+    ///
+    /// # Examples
+    /// ```
+    /// use clickpulse_engine::testing::collect;
+    /// let out = collect(2, vec![vec![3, 1, 2]], |s| {
+    ///     s.transform(|_batch, mut rows: Vec<i32>| {
+    ///         rows.sort();
+    ///         rows.into_iter().take(2).collect::<Vec<_>>()
+    ///     })
+    /// })
+    /// .unwrap();
+    /// assert_eq!(out, vec![vec![1, 2]]);
+    /// ```
+    pub fn transform<U: Data>(
+        &self,
+        f: impl Fn(BatchId, Vec<T>) -> Vec<U> + 'static,
+    ) -> DStream<'s, U> {
+        let stream = batch_unary(
+            &self.stream,
+            Exchange::new(|_: &T| 0),
+            "Transform",
+            move |b, data, out| {
+                out.extend(f(b, data));
+            },
+        );
+        self.derive(stream)
+    }
+}

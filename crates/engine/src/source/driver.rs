@@ -1,0 +1,324 @@
+//! The per-worker side of a source: opens this worker's partitions, fills batches, tracks event
+//! time per partition and turns it into watermark reports.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use timely::dataflow::InputHandleVec;
+
+use super::{
+    DeadLetter, EventTime, PartitionId, PartitionProgress, PartitionReader, PartitionedSource,
+    PollContext, Polled, ReadStatus, SourceError,
+};
+use crate::dstream::Data;
+use crate::error::{EngineError, Result};
+use crate::metrics::EngineMetrics;
+use crate::time::BatchId;
+use crate::watermark::WatermarkReport;
+
+/// How often a continuous source looks for partitions added since it started.
+const PARTITION_RECHECK: Duration = Duration::from_secs(10);
+/// How long a partition rests after a retryable error.
+const ERROR_BACKOFF: Duration = Duration::from_millis(500);
+
+/// What every source driver on a worker needs to know.
+#[derive(Debug, Clone)]
+pub(crate) struct SourceSettings {
+    pub worker: usize,
+    pub peers: usize,
+    pub bounded: bool,
+    pub max_records_per_partition: usize,
+    pub start_offsets: HashMap<PartitionId, u64>,
+}
+
+/// What one source did in one batch on one worker.
+#[derive(Debug, Default)]
+pub(crate) struct SourceBatch {
+    pub rows: u64,
+    pub dead_letters: u64,
+    pub offsets: Vec<PartitionProgress>,
+}
+
+/// The type-erased interface the worker loop drives.
+pub(crate) trait SourceDriver {
+    /// Polls every partition once; returns whether any partition may have more right now.
+    fn poll_once(&mut self, batch: BatchId) -> Result<bool>;
+    /// Ends the batch: sends the watermark report, returns the batch's offsets and counts.
+    fn end_batch(&mut self, now: Instant) -> SourceBatch;
+    /// Moves the inputs on to `next`.
+    fn advance(&mut self, next: BatchId);
+    /// Tells readers which offsets are processed (after a batch completed everywhere).
+    fn processed(&mut self, offsets: &[PartitionProgress]);
+    /// Whether every partition of this worker has ended (bounded mode).
+    fn finished(&self) -> bool;
+    /// Closes the inputs: this worker will send nothing more.
+    fn close(&mut self);
+}
+
+struct PartitionState<T> {
+    id: PartitionId,
+    reader: Box<dyn PartitionReader<T>>,
+    max_ts: Option<u64>,
+    last_data: Instant,
+    ended: bool,
+    batch_from: u64,
+    taken: usize,
+    resting_until: Option<Instant>,
+}
+
+pub(crate) struct TypedSourceDriver<T: Data> {
+    source: Arc<dyn PartitionedSource<Item = T>>,
+    name: String,
+    settings: SourceSettings,
+    event_time: Option<EventTime<T>>,
+    input: Option<InputHandleVec<BatchId, T>>,
+    dead: Option<InputHandleVec<BatchId, DeadLetter>>,
+    watermarks: Option<InputHandleVec<BatchId, WatermarkReport>>,
+    partitions: Vec<PartitionState<T>>,
+    known_partitions: u32,
+    last_check: Instant,
+    metrics: Arc<EngineMetrics>,
+    polled: Polled<T>,
+    batch: SourceBatch,
+}
+
+impl<T: Data> TypedSourceDriver<T> {
+    pub fn new(
+        source: Arc<dyn PartitionedSource<Item = T>>,
+        settings: SourceSettings,
+        event_time: Option<EventTime<T>>,
+        input: InputHandleVec<BatchId, T>,
+        dead: InputHandleVec<BatchId, DeadLetter>,
+        watermarks: Option<InputHandleVec<BatchId, WatermarkReport>>,
+        metrics: Arc<EngineMetrics>,
+    ) -> Result<Self> {
+        let name = source.name().to_string();
+        let mut driver = TypedSourceDriver {
+            source,
+            name,
+            settings,
+            event_time,
+            input: Some(input),
+            dead: Some(dead),
+            watermarks,
+            partitions: Vec::new(),
+            known_partitions: 0,
+            last_check: Instant::now(),
+            metrics,
+            polled: Polled::default(),
+            batch: SourceBatch::default(),
+        };
+        driver.open_new_partitions()?;
+        Ok(driver)
+    }
+
+    fn source_error(&self, e: SourceError) -> EngineError {
+        EngineError::Source {
+            source_name: self.name.clone(),
+            message: e.message,
+            retryable: e.retryable,
+        }
+    }
+
+    fn open_new_partitions(&mut self) -> Result<()> {
+        let count = self.source.partitions().map_err(|e| self.source_error(e))?;
+        let peers = self.settings.peers.max(1) as u32;
+        for p in self.known_partitions..count {
+            if p % peers != self.settings.worker as u32 {
+                continue;
+            }
+            let from = self.settings.start_offsets.get(&p).copied();
+            let reader = self
+                .source
+                .open(p, from)
+                .map_err(|e| self.source_error(e))?;
+            let position = reader.position();
+            self.partitions.push(PartitionState {
+                id: p,
+                reader,
+                max_ts: None,
+                last_data: Instant::now(),
+                ended: false,
+                batch_from: position,
+                taken: 0,
+                resting_until: None,
+            });
+        }
+        self.known_partitions = self.known_partitions.max(count);
+        Ok(())
+    }
+
+    /// Polls one partition; returns whether it may have more right now.
+    fn poll_partition(&mut self, index: usize, batch: BatchId) -> Result<bool> {
+        let cap = self.settings.max_records_per_partition;
+        let bounded = self.settings.bounded;
+        let Some(part) = self.partitions.get_mut(index) else {
+            return Ok(false);
+        };
+        let now = Instant::now();
+        if part.ended || part.taken >= cap || part.resting_until.is_some_and(|t| now < t) {
+            return Ok(false);
+        }
+        let ctx = PollContext {
+            batch,
+            max_records: cap - part.taken,
+        };
+        let status = match part.reader.poll(&ctx, &mut self.polled) {
+            Ok(status) => status,
+            Err(e) if e.retryable => {
+                tracing::warn!(source = %self.name, partition = part.id, error = %e.message,
+                    "source read failed; retrying after a pause");
+                part.resting_until = Some(now + ERROR_BACKOFF);
+                return Ok(false);
+            }
+            Err(e) => {
+                return Err(EngineError::Source {
+                    source_name: self.name.clone(),
+                    message: format!("partition {}: {}", part.id, e.message),
+                    retryable: false,
+                });
+            }
+        };
+        part.resting_until = None;
+        let got = self.polled.items.len();
+        part.taken += got;
+        if got > 0 {
+            part.last_data = now;
+            if let Some(et) = &self.event_time {
+                let seen = self.polled.items.iter().map(|x| (et.extract)(x)).max();
+                part.max_ts = part.max_ts.max(seen);
+            }
+        }
+        match status {
+            ReadStatus::Ended => part.ended = true,
+            ReadStatus::CaughtUp if bounded => part.ended = true,
+            _ => {}
+        }
+        self.batch.rows += got as u64;
+        if let Some(input) = self.input.as_mut() {
+            input.send_batch(&mut self.polled.items);
+        }
+        self.polled.items.clear();
+        let more = status == ReadStatus::More && got > 0 && part.taken < cap && !part.ended;
+        self.forward_dead_letters();
+        Ok(more)
+    }
+
+    fn forward_dead_letters(&mut self) {
+        if self.polled.dead_letters.is_empty() {
+            return;
+        }
+        for d in &self.polled.dead_letters {
+            tracing::warn!(source = %d.source, partition = d.partition, offset = d.offset,
+                reason = %d.reason, "dead letter: record could not be decoded");
+        }
+        let n = self.polled.dead_letters.len() as u64;
+        self.batch.dead_letters += n;
+        self.metrics.add_dead_letters(n);
+        if let Some(dead) = self.dead.as_mut() {
+            dead.send_batch(&mut self.polled.dead_letters);
+        }
+        self.polled.dead_letters.clear();
+    }
+
+    fn watermark_report(&self, now: Instant) -> WatermarkReport {
+        let Some(et) = &self.event_time else {
+            return WatermarkReport::Neutral;
+        };
+        if self.partitions.is_empty() {
+            return if self.settings.bounded {
+                WatermarkReport::Finished
+            } else {
+                WatermarkReport::Neutral
+            };
+        }
+        let mut active: Option<u64> = None;
+        let mut idle: Option<u64> = None;
+        for p in self.partitions.iter().filter(|p| !p.ended) {
+            let idle_for = now.saturating_duration_since(p.last_data);
+            if idle_for < et.idle_timeout {
+                let t = p.max_ts.unwrap_or(0).saturating_sub(et.lateness_ms);
+                active = Some(active.map_or(t, |a| a.min(t)));
+            } else if let Some(max) = p.max_ts {
+                let idle_ms = u64::try_from(idle_for.as_millis()).unwrap_or(u64::MAX);
+                let t = max.saturating_add(idle_ms).saturating_sub(et.lateness_ms);
+                idle = Some(idle.map_or(t, |a| a.min(t)));
+            }
+        }
+        match (active, idle) {
+            (Some(t), _) => WatermarkReport::Active(t),
+            (None, Some(t)) => WatermarkReport::Idle(t),
+            (None, None) if self.finished() => WatermarkReport::Finished,
+            (None, None) => WatermarkReport::Neutral,
+        }
+    }
+}
+
+impl<T: Data> SourceDriver for TypedSourceDriver<T> {
+    fn poll_once(&mut self, batch: BatchId) -> Result<bool> {
+        if !self.settings.bounded && self.last_check.elapsed() >= PARTITION_RECHECK {
+            self.last_check = Instant::now();
+            if let Err(e) = self.open_new_partitions() {
+                tracing::warn!(source = %self.name, error = %e, "could not look for new partitions");
+            }
+        }
+        let mut more = false;
+        for i in 0..self.partitions.len() {
+            more |= self.poll_partition(i, batch)?;
+        }
+        Ok(more)
+    }
+
+    fn end_batch(&mut self, now: Instant) -> SourceBatch {
+        let report = self.watermark_report(now);
+        if let Some(wm) = self.watermarks.as_mut() {
+            wm.send(report);
+        }
+        let mut batch = std::mem::take(&mut self.batch);
+        for p in &mut self.partitions {
+            let to = p.reader.position();
+            if to != p.batch_from {
+                batch.offsets.push(PartitionProgress {
+                    source: self.name.clone(),
+                    partition: p.id,
+                    from: p.batch_from,
+                    to,
+                });
+            }
+            p.batch_from = to;
+            p.taken = 0;
+        }
+        batch
+    }
+
+    fn advance(&mut self, next: BatchId) {
+        if let Some(i) = self.input.as_mut() {
+            i.advance_to(next);
+        }
+        if let Some(d) = self.dead.as_mut() {
+            d.advance_to(next);
+        }
+        if let Some(w) = self.watermarks.as_mut() {
+            w.advance_to(next);
+        }
+    }
+
+    fn processed(&mut self, offsets: &[PartitionProgress]) {
+        for o in offsets.iter().filter(|o| o.source == self.name) {
+            if let Some(p) = self.partitions.iter_mut().find(|p| p.id == o.partition) {
+                p.reader.processed(o.to);
+            }
+        }
+    }
+
+    fn finished(&self) -> bool {
+        self.partitions.iter().all(|p| p.ended)
+    }
+
+    fn close(&mut self) {
+        self.input = None;
+        self.dead = None;
+        self.watermarks = None;
+    }
+}

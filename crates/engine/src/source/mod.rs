@@ -1,0 +1,194 @@
+//! Sources: where batches come from.
+//!
+//! A source is a set of partitions, each an offset-addressed sequence of records
+//! ([`PartitionedSource`]). Every worker reads a deterministic share of the partitions (partition
+//! `p` goes to worker `p mod workers`) through a [`PartitionReader`] and reports, per batch, the
+//! offsets it consumed, so that checkpoints can store them and a restart can resume from them.
+//! The embedded log and Kafka implement the trait in the connectors crate; [`QueueSource`] is the
+//! in-memory source for tests and examples (like Spark's `queueStream`).
+
+mod driver;
+mod queue;
+
+pub(crate) use driver::{SourceDriver, SourceSettings, TypedSourceDriver};
+pub use queue::QueueSource;
+
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+
+use crate::dstream::Data;
+use crate::time::BatchId;
+
+/// A partition number, `0..partitions`.
+pub type PartitionId = u32;
+
+/// A source of records split into offset-addressed partitions.
+pub trait PartitionedSource: Send + Sync + 'static {
+    /// The record type the source produces.
+    type Item: Data;
+
+    /// A short name for logs, errors and offsets.
+    fn name(&self) -> &str;
+
+    /// How many partitions the source has now (partitions are `0..n`; the count may grow).
+    ///
+    /// # Errors
+    /// A [`SourceError`] when the source cannot be reached.
+    fn partitions(&self) -> Result<u32, SourceError>;
+
+    /// Opens a reader on `partition`, positioned at `from` (the next offset to read), or at the
+    /// source's default start when `from` is `None`.
+    ///
+    /// # Errors
+    /// A [`SourceError`] when the partition cannot be opened.
+    fn open(
+        &self,
+        partition: PartitionId,
+        from: Option<u64>,
+    ) -> Result<Box<dyn PartitionReader<Self::Item>>, SourceError>;
+}
+
+/// Reads one partition. Lives on the worker thread that owns the partition.
+pub trait PartitionReader<T> {
+    /// Reads up to `ctx.max_records` records into `out`, without blocking for long.
+    ///
+    /// # Errors
+    /// A [`SourceError`]; the engine logs it and, when it is retryable, tries again later.
+    fn poll(&mut self, ctx: &PollContext, out: &mut Polled<T>) -> Result<ReadStatus, SourceError>;
+
+    /// The offset of the next record this reader will return.
+    fn position(&self) -> u64;
+
+    /// Told after every completed batch which offset this partition has been processed up to;
+    /// a reader may commit it somewhere visible (Kafka's consumer group, for lag tools).
+    fn processed(&mut self, _offset: u64) {}
+}
+
+/// What a poll is for.
+#[derive(Debug, Clone, Copy)]
+pub struct PollContext {
+    /// The batch being filled.
+    pub batch: BatchId,
+    /// The most records to return from this call.
+    pub max_records: usize,
+}
+
+/// What a poll produced: records, and the ones that could not be decoded.
+#[derive(Debug)]
+pub struct Polled<T> {
+    /// Decoded records, in offset order.
+    pub items: Vec<T>,
+    /// Records that could not be decoded.
+    pub dead_letters: Vec<DeadLetter>,
+}
+
+impl<T> Default for Polled<T> {
+    fn default() -> Self {
+        Polled {
+            items: Vec::new(),
+            dead_letters: Vec::new(),
+        }
+    }
+}
+
+/// Where a reader stands after a poll.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ReadStatus {
+    /// More records are available right now.
+    More,
+    /// The reader is at the current end; more may come later.
+    CaughtUp,
+    /// The partition will never have more records.
+    Ended,
+}
+
+/// A record that could not be decoded, with its position; kept, counted and logged, never dropped
+/// silently.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DeadLetter {
+    /// The source's name.
+    pub source: String,
+    /// The partition it came from.
+    pub partition: PartitionId,
+    /// Its offset (or line number, for a file).
+    pub offset: u64,
+    /// Why it was rejected.
+    pub reason: String,
+    /// The raw bytes, as far as they were read.
+    pub raw: Vec<u8>,
+}
+
+/// A source failure.
+#[derive(Debug, Clone, thiserror::Error)]
+#[error("{message}")]
+pub struct SourceError {
+    /// What went wrong.
+    pub message: String,
+    /// Whether trying again later may succeed (a broker restart) or not (a missing topic).
+    pub retryable: bool,
+}
+
+impl SourceError {
+    /// A failure that may go away (network, broker restart).
+    pub fn retryable(message: impl Into<String>) -> Self {
+        SourceError {
+            message: message.into(),
+            retryable: true,
+        }
+    }
+
+    /// A failure that will not go away by itself.
+    pub fn fatal(message: impl Into<String>) -> Self {
+        SourceError {
+            message: message.into(),
+            retryable: false,
+        }
+    }
+}
+
+/// How a source's records carry event time, for event-time operators.
+#[derive(Clone)]
+pub struct EventTime<T> {
+    pub(crate) extract: std::sync::Arc<dyn Fn(&T) -> u64 + Send + Sync>,
+    pub(crate) lateness_ms: u64,
+    pub(crate) idle_timeout: Duration,
+}
+
+impl<T> EventTime<T> {
+    /// Event time read from each record by `extract` (ms since the epoch). Default allowed
+    /// lateness = 0; default idle timeout = 5 s.
+    pub fn new(extract: impl Fn(&T) -> u64 + Send + Sync + 'static) -> Self {
+        EventTime {
+            extract: std::sync::Arc::new(extract),
+            lateness_ms: 0,
+            idle_timeout: Duration::from_secs(5),
+        }
+    }
+
+    /// How far behind the highest event time seen an event may be and still count. Default = 0.
+    pub fn allowed_lateness(mut self, lateness: Duration) -> Self {
+        self.lateness_ms = u64::try_from(lateness.as_millis()).unwrap_or(u64::MAX);
+        self
+    }
+
+    /// How long a partition may go without records before it stops holding the watermark back.
+    /// Default = 5 s.
+    pub fn idle_timeout(mut self, timeout: Duration) -> Self {
+        self.idle_timeout = timeout;
+        self
+    }
+}
+
+/// Offsets one worker consumed from one partition in one batch: `[from, to)`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PartitionProgress {
+    /// The source's name.
+    pub source: String,
+    /// The partition.
+    pub partition: PartitionId,
+    /// First offset read in the batch.
+    pub from: u64,
+    /// The next offset to read after the batch.
+    pub to: u64,
+}
