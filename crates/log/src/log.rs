@@ -1,0 +1,316 @@
+//! [`Log`]: a directory of topics, and the background thread for interval fsyncs and retention.
+
+use std::collections::HashMap;
+use std::fs;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Condvar, Mutex};
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+use crate::fsio::{self, lock};
+use crate::topic::{self, Topic, TopicInner};
+use crate::{Durability, Error, LogOptions, Result, RetentionReport};
+
+/// An embedded log: a directory holding one subdirectory per topic.
+///
+/// Cheap to clone (an `Arc` inside) and `Send + Sync`. Topics opened through one `Log` are
+/// shared: asking twice for a topic returns handles to the same partitions.
+///
+/// Writing a topic takes its advisory writer lock (one writer process per topic); a log opened
+/// with [`LogOptions::read_only`] takes no locks and may read while another process writes.
+///
+/// With [`Durability::Interval`] or a [`crate::Retention`] limit, a background thread fsyncs and
+/// applies retention; it stops when the last clone of the `Log` is dropped.
+///
+/// # Examples
+///
+/// ```
+/// use clickpulse_log::{Log, LogOptions};
+///
+/// let dir = tempfile::tempdir()?;
+/// let log = Log::open(dir.path(), LogOptions::default())?;
+/// log.create_topic("clicks", 4)?;
+/// drop(log);
+///
+/// let log = Log::open(dir.path(), LogOptions::default())?;
+/// assert_eq!(log.topic("clicks")?.partitions(), 4);
+/// assert!(log.create_topic("clicks", 8).is_err()); // partition counts never change
+/// # Ok::<(), Box<dyn std::error::Error>>(())
+/// ```
+#[derive(Debug, Clone)]
+pub struct Log {
+    inner: Arc<LogInner>,
+}
+
+#[derive(Debug)]
+struct LogInner {
+    shared: Arc<Shared>,
+    /// Declared after `shared`: dropping it stops and joins the thread.
+    _maintenance: Option<Maintenance>,
+}
+
+/// State shared with the background thread.
+#[derive(Debug)]
+struct Shared {
+    dir: PathBuf,
+    options: LogOptions,
+    topics: Mutex<HashMap<String, Arc<TopicInner>>>,
+}
+
+impl Log {
+    /// Opens (creating if needed, unless read-only) the log in `dir`. Topics are opened — and,
+    /// for writing, locked and recovered — when first asked for.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::InvalidArgument`] for inconsistent options; [`Error::Io`] if the directory cannot
+    /// be created (or, read-only, does not exist).
+    pub fn open(dir: impl AsRef<Path>, options: LogOptions) -> Result<Log> {
+        options.validate()?;
+        let dir = dir.as_ref().to_path_buf();
+        if options.read_only {
+            fs::metadata(&dir).map_err(|e| Error::io("opening log directory", &dir, e))?;
+        } else {
+            create_dir_durably(&dir)?;
+        }
+        let shared = Arc::new(Shared {
+            dir,
+            options,
+            topics: Mutex::new(HashMap::new()),
+        });
+        let maintenance = Maintenance::start(&shared)?;
+        Ok(Log {
+            inner: Arc::new(LogInner {
+                shared,
+                _maintenance: maintenance,
+            }),
+        })
+    }
+
+    /// Creates topic `name` with `partitions` partitions, or opens it if it already exists with
+    /// that many.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::PartitionCountMismatch`] if it exists with another count;
+    /// [`Error::InvalidTopicName`]; [`Error::InvalidArgument`] for 0 or more than 4096
+    /// partitions; [`Error::Locked`] if another writer has it open; [`Error::ReadOnly`];
+    /// [`Error::Io`].
+    pub fn create_topic(&self, name: &str, partitions: u32) -> Result<Topic> {
+        let shared = &self.inner.shared;
+        if shared.options.read_only {
+            return Err(Error::ReadOnly(shared.dir.clone()));
+        }
+        let mut topics = lock(&shared.topics);
+        if let Some(inner) = topics.get(name) {
+            if inner.partition_count() != partitions {
+                return Err(Error::PartitionCountMismatch {
+                    topic: name.to_owned(),
+                    existing: inner.partition_count(),
+                    requested: partitions,
+                });
+            }
+            return Ok(Topic::new(Arc::clone(inner)));
+        }
+        let inner = Arc::new(topic::create(&shared.dir, name, partitions, &shared.options)?);
+        topics.insert(name.to_owned(), Arc::clone(&inner));
+        Ok(Topic::new(inner))
+    }
+
+    /// Opens existing topic `name`: for writing (taking its lock and recovering its partitions,
+    /// see [`Topic::recovery`]) or, if the log is read-only, for reading.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::TopicNotFound`]; [`Error::Locked`] if another writer has it open;
+    /// [`Error::BadMetadata`]; [`Error::Io`].
+    pub fn topic(&self, name: &str) -> Result<Topic> {
+        let shared = &self.inner.shared;
+        let mut topics = lock(&shared.topics);
+        if let Some(inner) = topics.get(name) {
+            return Ok(Topic::new(Arc::clone(inner)));
+        }
+        let inner = Arc::new(topic::open(&shared.dir, name, &shared.options)?);
+        topics.insert(name.to_owned(), Arc::clone(&inner));
+        Ok(Topic::new(inner))
+    }
+
+    /// Names of the topics in the directory, sorted.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Io`] if the directory cannot be listed.
+    pub fn topic_names(&self) -> Result<Vec<String>> {
+        let dir = &self.inner.shared.dir;
+        let entries = fs::read_dir(dir).map_err(|e| Error::io("listing", dir, e))?;
+        let mut names = Vec::new();
+        for entry in entries {
+            let entry = entry.map_err(|e| Error::io("listing", dir, e))?;
+            let Ok(name) = entry.file_name().into_string() else {
+                continue;
+            };
+            if topic::validate_name(&name).is_ok() && entry.path().join("topic.meta").exists() {
+                names.push(name);
+            }
+        }
+        names.sort();
+        Ok(names)
+    }
+
+    /// fsyncs the un-synced appends of every topic opened through this log.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Io`] if an fsync failed (that partition is then poisoned); [`Error::Poisoned`].
+    pub fn sync(&self) -> Result<()> {
+        self.inner.shared.open_topics().iter().try_for_each(|t| t.sync())
+    }
+
+    /// Applies retention now to every topic opened for writing through this log.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::ReadOnly`]; [`Error::Io`] if listing or deleting files failed.
+    pub fn enforce_retention(&self) -> Result<Vec<RetentionReport>> {
+        self.inner.shared.enforce_retention()
+    }
+
+    /// The log's directory.
+    pub fn dir(&self) -> &Path {
+        &self.inner.shared.dir
+    }
+
+    /// Whether the log was opened read-only.
+    pub fn is_read_only(&self) -> bool {
+        self.inner.shared.options.read_only
+    }
+}
+
+impl Shared {
+    fn open_topics(&self) -> Vec<Arc<TopicInner>> {
+        lock(&self.topics).values().cloned().collect()
+    }
+
+    fn enforce_retention(&self) -> Result<Vec<RetentionReport>> {
+        if self.options.read_only {
+            return Err(Error::ReadOnly(self.dir.clone()));
+        }
+        let mut reports = Vec::new();
+        for inner in self.open_topics() {
+            reports.extend(Topic::new(inner).enforce_retention()?);
+        }
+        Ok(reports)
+    }
+
+    fn sync_dirty(&self) {
+        for inner in self.open_topics() {
+            if !inner.needs_sync() {
+                continue;
+            }
+            if let Err(err) = inner.sync() {
+                tracing::error!(%err, "interval fsync failed");
+            }
+        }
+    }
+}
+
+/// Creates `dir` (and missing parents) and fsyncs the parent so that the new entry is durable.
+fn create_dir_durably(dir: &Path) -> Result<()> {
+    if dir.is_dir() {
+        return Ok(());
+    }
+    fs::create_dir_all(dir).map_err(|e| Error::io("creating log directory", dir, e))?;
+    if let Some(parent) = dir.parent().filter(|p| !p.as_os_str().is_empty()) {
+        fsio::sync_dir(parent).map_err(|e| Error::io("fsyncing directory", parent, e))?;
+    }
+    Ok(())
+}
+
+/// The background thread: interval fsyncs and periodic retention.
+#[derive(Debug)]
+struct Maintenance {
+    stop: Arc<(Mutex<bool>, Condvar)>,
+    handle: Option<JoinHandle<()>>,
+}
+
+impl Maintenance {
+    /// Starts the thread if the options need one.
+    fn start(shared: &Arc<Shared>) -> Result<Option<Maintenance>> {
+        let options = &shared.options;
+        let sync_every = match options.durability {
+            Durability::Interval(every) => Some(every),
+            Durability::None | Durability::EveryBatch => None,
+        };
+        let retention_every =
+            (!options.retention.is_forever()).then_some(options.retention_check_interval);
+        if options.read_only || (sync_every.is_none() && retention_every.is_none()) {
+            return Ok(None);
+        }
+        let stop = Arc::new((Mutex::new(false), Condvar::new()));
+        let thread_stop = Arc::clone(&stop);
+        let shared = Arc::clone(shared);
+        let handle = std::thread::Builder::new()
+            .name("clickpulse-log-maintenance".to_owned())
+            .spawn(move || run(&shared, &thread_stop, sync_every, retention_every))
+            .map_err(|e| Error::io("starting the maintenance thread for", PathBuf::new(), e))?;
+        Ok(Some(Maintenance {
+            stop,
+            handle: Some(handle),
+        }))
+    }
+}
+
+impl Drop for Maintenance {
+    fn drop(&mut self) {
+        let (stopped, wake) = &*self.stop;
+        *lock(stopped) = true;
+        wake.notify_all();
+        if let Some(handle) = self.handle.take() {
+            if handle.join().is_err() {
+                tracing::error!("log maintenance thread panicked");
+            }
+        }
+    }
+}
+
+/// The thread body: sleeps until the next due task or until stopped.
+fn run(
+    shared: &Shared,
+    stop: &(Mutex<bool>, Condvar),
+    sync_every: Option<Duration>,
+    retention_every: Option<Duration>,
+) {
+    let due = |every: Option<Duration>| every.map(|e| Instant::now() + e);
+    let mut next_sync = due(sync_every);
+    let mut next_retention = due(retention_every);
+    let (stopped, wake) = stop;
+    loop {
+        let Some(next) = next_sync.into_iter().chain(next_retention).min() else {
+            return;
+        };
+        {
+            let mut guard = lock(stopped);
+            while !*guard && Instant::now() < next {
+                let timeout = next.saturating_duration_since(Instant::now());
+                guard = match wake.wait_timeout(guard, timeout) {
+                    Ok((guard, _)) => guard,
+                    Err(poisoned) => poisoned.into_inner().0,
+                };
+            }
+            if *guard {
+                return;
+            }
+        }
+        let now = Instant::now();
+        if next_sync.is_some_and(|t| t <= now) {
+            shared.sync_dirty();
+            next_sync = due(sync_every);
+        }
+        if next_retention.is_some_and(|t| t <= now) {
+            if let Err(err) = shared.enforce_retention() {
+                tracing::error!(%err, "retention failed");
+            }
+            next_retention = due(retention_every);
+        }
+    }
+}

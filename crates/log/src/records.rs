@@ -1,0 +1,161 @@
+//! [`Records`]: the result of a read, and [`Record`], one record borrowed from it.
+
+use crate::format::RecordIter;
+
+/// One record, borrowing its key and value from the [`Records`] it came from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Record<'a> {
+    /// Position of the record in its partition.
+    pub offset: u64,
+    /// Event time in milliseconds, as given to [`crate::Batch::push`].
+    pub timestamp: i64,
+    /// The key; may be empty.
+    pub key: &'a [u8],
+    /// The value.
+    pub value: &'a [u8],
+}
+
+/// Consecutive records of one partition, read with one `pread(2)`.
+///
+/// The records live in a single buffer; iterating hands out [`Record`]s that borrow from it, so
+/// a read allocates once, not once per record.
+///
+/// # Examples
+///
+/// ```
+/// # let dir = tempfile::tempdir()?;
+/// # let log = clickpulse_log::Log::open(dir.path(), Default::default())?;
+/// # let topic = log.create_topic("clicks", 1)?;
+/// # let mut batch = clickpulse_log::Batch::new();
+/// # batch.push(1, b"", b"/a")?;
+/// # topic.append(0, &batch)?;
+/// let records = topic.read(0, 0, 100)?;
+/// for record in &records {
+///     println!("{} {:?}", record.offset, record.value);
+/// }
+/// let next = records.next_offset(); // where the next read continues
+/// # assert_eq!(next, 1);
+/// # Ok::<(), Box<dyn std::error::Error>>(())
+/// ```
+#[derive(Debug, Clone, Default)]
+pub struct Records {
+    buf: Vec<u8>,
+    spans: Vec<Span>,
+    first_offset: u64,
+    len: usize,
+}
+
+/// The part of one batch's payload, inside `Records::buf`, that a read returns.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Span {
+    /// Payload start in the buffer.
+    pub start: usize,
+    /// Payload end in the buffer.
+    pub end: usize,
+    /// Offset of the batch's first record.
+    pub base_offset: u64,
+    /// Records in the batch.
+    pub count: u32,
+    /// Leading records of the batch that are not part of the result.
+    pub skip: u32,
+    /// Records of the batch, after `skip`, that are part of the result.
+    pub take: u32,
+}
+
+impl Records {
+    /// No records, positioned at `offset`.
+    pub(crate) fn empty(offset: u64) -> Self {
+        Records {
+            first_offset: offset,
+            ..Records::default()
+        }
+    }
+
+    pub(crate) fn new(buf: Vec<u8>, spans: Vec<Span>, first_offset: u64) -> Self {
+        let len = spans.iter().map(|s| s.take as usize).sum();
+        Records {
+            buf,
+            spans,
+            first_offset,
+            len,
+        }
+    }
+
+    /// Number of records.
+    pub fn len(&self) -> usize {
+        self.len
+    }
+
+    /// Whether there are no records.
+    pub fn is_empty(&self) -> bool {
+        self.len == 0
+    }
+
+    /// Offset of the first record (for an empty result: the offset that was asked for).
+    pub fn first_offset(&self) -> u64 {
+        self.first_offset
+    }
+
+    /// The offset after the last record: where the next read continues.
+    pub fn next_offset(&self) -> u64 {
+        self.first_offset + self.len as u64
+    }
+
+    /// Iterates the records in offset order.
+    pub fn iter(&self) -> RecordsIter<'_> {
+        RecordsIter {
+            buf: &self.buf,
+            spans: self.spans.iter(),
+            current: None,
+        }
+    }
+}
+
+impl<'a> IntoIterator for &'a Records {
+    type Item = Record<'a>;
+    type IntoIter = RecordsIter<'a>;
+
+    fn into_iter(self) -> RecordsIter<'a> {
+        self.iter()
+    }
+}
+
+/// Iterator over [`Records`]; see [`Records::iter`].
+#[derive(Debug, Clone)]
+pub struct RecordsIter<'a> {
+    buf: &'a [u8],
+    spans: std::slice::Iter<'a, Span>,
+    current: Option<std::iter::Take<RecordIter<'a>>>,
+}
+
+impl<'a> RecordsIter<'a> {
+    fn open(&self, span: &Span) -> std::iter::Take<RecordIter<'a>> {
+        // The payload was verified (checksum and framing) when it was read, so the range exists
+        // and the records parse; a failure here only shortens the iteration.
+        let payload = self.buf.get(span.start..span.end).unwrap_or_default();
+        let mut records = RecordIter::new(payload, span.base_offset, span.count);
+        if span.skip > 0 {
+            records.nth(span.skip as usize - 1);
+        }
+        records.take(span.take as usize)
+    }
+}
+
+impl<'a> Iterator for RecordsIter<'a> {
+    type Item = Record<'a>;
+
+    fn next(&mut self) -> Option<Record<'a>> {
+        loop {
+            if let Some(raw) = self.current.as_mut().and_then(Iterator::next) {
+                return Some(Record {
+                    offset: raw.offset,
+                    timestamp: raw.timestamp,
+                    key: raw.key,
+                    value: raw.value,
+                });
+            }
+            let span = self.spans.next()?;
+            self.current = Some(self.open(span));
+        }
+    }
+}

@@ -1,0 +1,2 @@
+//! Multi-process tests (placeholder).
+fn main() {}
