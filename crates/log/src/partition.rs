@@ -195,7 +195,7 @@ impl Partition {
     /// again; if even that fails, the writer is poisoned.
     fn write(&self, w: &mut Writer, header: &[u8], payload: &[u8]) -> Result<()> {
         let mut bufs = [IoSlice::new(header), IoSlice::new(payload)];
-        let Err(err) = fsio::write_all_vectored(&w.file, &mut bufs) else {
+        let Err(err) = write_batch(&w.file, &mut bufs) else {
             return Ok(());
         };
         let pos = w.pos;
@@ -214,7 +214,7 @@ impl Partition {
     /// durability is `None`) so that a machine crash cannot leave a hole before a newer segment.
     fn roll(&self, w: &mut Writer) -> Result<()> {
         if self.config.durability != Durability::None {
-            if let Err(err) = w.file.sync_data() {
+            if let Err(err) = sync_data(&w.file) {
                 return Err(self.poison(w, "fsync", err));
             }
         }
@@ -246,7 +246,7 @@ impl Partition {
             self.check_poison(&w)?;
             (Arc::clone(&w.file), w.next_offset, Arc::clone(&w.segment))
         };
-        if let Err(err) = file.sync_data() {
+        if let Err(err) = sync_data(&file) {
             let mut w = lock(&side.state);
             let err = self.poison(&mut w, "fsync", err);
             tracing::error!(segment = %segment.path.display(), %err, "fsync failed; partition poisoned");
@@ -528,6 +528,49 @@ fn segment_age(segment: &Arc<Segment>) -> Result<SegmentAge> {
     })
 }
 
+/// `fdatasync`, with an injectable failure in unit tests.
+fn sync_data(file: &File) -> io::Result<()> {
+    #[cfg(test)]
+    if faults::take(&faults::FSYNC) {
+        return Err(io::Error::other("injected fsync failure"));
+    }
+    file.sync_data()
+}
+
+/// One `writev` of a batch, with an injectable torn write in unit tests.
+fn write_batch(file: &File, bufs: &mut [IoSlice<'_>]) -> io::Result<()> {
+    #[cfg(test)]
+    if faults::take(&faults::WRITE) {
+        // Part of the header reaches the file, then the device fails.
+        let partial = bufs.first().map(|b| &b[..b.len() / 2]).unwrap_or_default();
+        fsio::write_all_vectored(file, &mut [IoSlice::new(partial)])?;
+        return Err(io::Error::other("injected write failure"));
+    }
+    fsio::write_all_vectored(file, bufs)
+}
+
+/// Failures injected on the current thread by unit tests.
+#[cfg(test)]
+mod faults {
+    use std::cell::Cell;
+    use std::thread::LocalKey;
+
+    thread_local! {
+        pub static FSYNC: Cell<bool> = const { Cell::new(false) };
+        pub static WRITE: Cell<bool> = const { Cell::new(false) };
+    }
+
+    /// Whether a failure was armed; disarms it.
+    pub fn take(fault: &'static LocalKey<Cell<bool>>) -> bool {
+        fault.with(|f| f.replace(false))
+    }
+
+    /// Arms a failure for the next operation of its kind on this thread.
+    pub fn arm(fault: &'static LocalKey<Cell<bool>>) {
+        fault.with(|f| f.set(true));
+    }
+}
+
 fn open_for_append(path: &Path, pos: u64) -> Result<File> {
     let mut file = OpenOptions::new()
         .write(true)
@@ -536,4 +579,84 @@ fn open_for_append(path: &Path, pos: u64) -> Result<File> {
     file.seek(SeekFrom::Start(pos))
         .map_err(|e| Error::io("seeking in", path, e))?;
     Ok(file)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn open(dir: &Path, durability: Durability) -> Partition {
+        let config = PartitionConfig {
+            durability,
+            segment_bytes: 4096,
+            index_interval: 1,
+            max_read_bytes: 4096,
+        };
+        let (partition, report) =
+            Partition::open_writer(Arc::from("t"), 0, dir.to_path_buf(), config).expect("open");
+        assert_eq!(report, None);
+        partition
+    }
+
+    fn batch(values: &[&[u8]]) -> Batch {
+        let mut batch = Batch::new();
+        for (i, value) in values.iter().enumerate() {
+            batch.push(i as i64, b"k", value).expect("push");
+        }
+        batch
+    }
+
+    fn values(partition: &Partition, from: u64) -> Vec<Vec<u8>> {
+        let records = partition.read(from, 1000).expect("read");
+        records.iter().map(|r| r.value.to_vec()).collect()
+    }
+
+    #[test]
+    fn failed_fsync_poisons_the_partition_and_hides_the_batch() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let partition = open(dir.path(), Durability::EveryBatch);
+        assert_eq!(partition.append(&batch(&[b"a"])).expect("append"), 0..1);
+        faults::arm(&faults::FSYNC);
+        let err = partition.append(&batch(&[b"b"])).expect_err("fsync must fail");
+        assert!(matches!(err, Error::Io { .. }), "{err}");
+        let err = partition.append(&batch(&[b"c"])).expect_err("poisoned");
+        assert!(
+            matches!(err, Error::Poisoned { operation: "fsync", .. }),
+            "{err}"
+        );
+        assert!(partition.sync().is_err(), "sync of a poisoned partition");
+        // Readers see only what was acknowledged.
+        assert_eq!(partition.end_offset().expect("end"), 1);
+        assert_eq!(values(&partition, 0), vec![b"a".to_vec()]);
+    }
+
+    #[test]
+    fn failed_write_is_cut_off_and_the_next_append_succeeds() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let partition = open(dir.path(), Durability::None);
+        partition.append(&batch(&[b"a"])).expect("append");
+        faults::arm(&faults::WRITE);
+        assert!(partition.append(&batch(&[b"b"])).is_err());
+        assert_eq!(partition.append(&batch(&[b"c"])).expect("append"), 1..2);
+        assert_eq!(values(&partition, 0), vec![b"a".to_vec(), b"c".to_vec()]);
+        drop(partition);
+        // Nothing of the failed write is left on disk for recovery to find.
+        let reopened = open(dir.path(), Durability::None);
+        assert_eq!(values(&reopened, 0), vec![b"a".to_vec(), b"c".to_vec()]);
+    }
+
+    #[test]
+    fn group_commit_publishes_only_after_fsync() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let partition = open(dir.path(), Durability::EveryBatch);
+        for i in 0..20u8 {
+            partition.append(&batch(&[&[i; 300]])).expect("append");
+        }
+        assert_eq!(partition.end_offset().expect("end"), 20);
+        assert!(!partition.needs_sync());
+        assert!(
+            segment::list(dir.path()).expect("list").len() > 1,
+            "300-byte records in 4 KiB segments must roll"
+        );
+    }
 }

@@ -416,6 +416,10 @@ impl<'a> Walk<'a> {
 
     /// The walk reached a batch that is missing or does not verify.
     fn tail(&self, defect: Defect) -> Result<WalkEnd> {
+        if !self.spans.is_empty() {
+            // Hand out the good records first; the next read starts here and reports it.
+            return Ok(WalkEnd::Finished(ReadStop::Done));
+        }
         if self.req.strict && self.at.offset < self.req.limit {
             return Err(Error::Corrupt {
                 path: self.segment.path.clone(),
