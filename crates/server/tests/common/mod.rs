@@ -169,3 +169,55 @@ pub fn flags(v: &Value) -> (u64, bool, bool, u64) {
         v["skipped"].as_u64().expect("skipped"),
     )
 }
+
+/// A minimal Server-Sent Events reader over a reqwest response.
+pub struct SseReader {
+    body: std::pin::Pin<Box<dyn futures::Stream<Item = reqwest::Result<bytes::Bytes>> + Send>>,
+    buf: String,
+}
+
+/// One SSE event: its `id:` and its `data:` parsed as JSON.
+#[derive(Debug)]
+pub struct SseEvent {
+    pub id: Option<String>,
+    pub data: Value,
+}
+
+impl SseReader {
+    pub fn new(response: reqwest::Response) -> Self {
+        SseReader {
+            body: Box::pin(response.bytes_stream()),
+            buf: String::new(),
+        }
+    }
+
+    /// The next event with data (comments such as keep-alives are skipped).
+    pub async fn next(&mut self) -> SseEvent {
+        loop {
+            if let Some(end) = self.buf.find("\n\n") {
+                let block: String = self.buf.drain(..end + 2).collect();
+                let mut id = None;
+                let mut data = String::new();
+                for line in block.lines() {
+                    if let Some(v) = line.strip_prefix("id:") {
+                        id = Some(v.trim_start().to_string());
+                    } else if let Some(v) = line.strip_prefix("data:") {
+                        data.push_str(v.strip_prefix(' ').unwrap_or(v));
+                    }
+                }
+                if !data.is_empty() {
+                    let data = serde_json::from_str(&data).expect("JSON data");
+                    return SseEvent { id, data };
+                }
+                continue;
+            }
+            let chunk = tokio::time::timeout(HANG_GUARD, self.body.next())
+                .await
+                .expect("an event before the hang guard")
+                .expect("stream open")
+                .expect("no transport error");
+            self.buf
+                .push_str(std::str::from_utf8(&chunk).expect("UTF-8"));
+        }
+    }
+}
