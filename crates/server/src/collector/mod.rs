@@ -9,6 +9,7 @@
 mod appender;
 mod commit;
 mod event;
+mod log_appender;
 
 use std::sync::Arc;
 use std::time::{SystemTime, UNIX_EPOCH};
@@ -25,6 +26,7 @@ use serde_json::{Map, Value};
 pub use self::appender::{AppendError, EventAppender, MemoryAppender};
 pub(crate) use self::commit::CommitQueue;
 use self::event::{Defaults, to_event};
+pub use self::log_appender::{LogAppender, partition_for};
 use crate::error::AppError;
 use crate::metrics::Metrics;
 

@@ -6,7 +6,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use clickpulse_server::{
-    Hub, MemoryAppender, Metrics, ServerConfig, ServerHandle, StreamUpdate, serve,
+    EventAppender, Hub, MemoryAppender, Metrics, ServerConfig, ServerHandle, StreamUpdate, serve,
 };
 use futures::{SinkExt, StreamExt};
 use serde_json::{Value, json};
@@ -33,6 +33,17 @@ impl TestServer {
     }
 
     pub async fn start_with(config: ServerConfig) -> Self {
+        let appender = Arc::new(MemoryAppender::new());
+        Self::start_full(config, appender.clone(), appender).await
+    }
+
+    /// A server appending to `sink`; `appender` (the in-memory one) stays empty unless it is
+    /// `sink`.
+    pub async fn start_full(
+        config: ServerConfig,
+        sink: Arc<dyn EventAppender>,
+        appender: Arc<MemoryAppender>,
+    ) -> Self {
         let config = ServerConfig {
             bind: "127.0.0.1:0".parse().expect("addr"),
             ..config
@@ -41,17 +52,10 @@ impl TestServer {
         let hub = Hub::new(config.hub_config(), metrics.clone());
         hub.register_stream("top_pages", vec!["url".into(), "count".into()]);
         hub.register_stream("page_views", vec!["url".into(), "count".into()]);
-        let appender = Arc::new(MemoryAppender::new());
         let (stop, stopped) = oneshot::channel::<()>();
-        let handle = serve(
-            config,
-            hub.clone(),
-            metrics.clone(),
-            appender.clone(),
-            async {
-                let _ = stopped.await;
-            },
-        )
+        let handle = serve(config, hub.clone(), metrics.clone(), sink, async {
+            let _ = stopped.await;
+        })
         .await
         .expect("server starts");
         TestServer {
