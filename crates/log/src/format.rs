@@ -395,7 +395,10 @@ mod tests {
             damaged[bit / 8] ^= 1 << (bit % 8);
             let check = check_batch(&damaged, 0, Verify::Full);
             assert!(
-                matches!(check, BatchCheck::Invalid(_) | BatchCheck::Incomplete { .. }),
+                matches!(
+                    check,
+                    BatchCheck::Invalid(_) | BatchCheck::Incomplete { .. }
+                ),
                 "bit {bit} flip not detected: {check:?}"
             );
         }

@@ -112,7 +112,12 @@ impl Log {
             }
             return Ok(Topic::new(Arc::clone(inner)));
         }
-        let inner = Arc::new(topic::create(&shared.dir, name, partitions, &shared.options)?);
+        let inner = Arc::new(topic::create(
+            &shared.dir,
+            name,
+            partitions,
+            &shared.options,
+        )?);
         topics.insert(name.to_owned(), Arc::clone(&inner));
         Ok(Topic::new(inner))
     }
@@ -163,7 +168,11 @@ impl Log {
     ///
     /// [`Error::Io`] if an fsync failed (that partition is then poisoned); [`Error::Poisoned`].
     pub fn sync(&self) -> Result<()> {
-        self.inner.shared.open_topics().iter().try_for_each(|t| t.sync())
+        self.inner
+            .shared
+            .open_topics()
+            .iter()
+            .try_for_each(|t| t.sync())
     }
 
     /// Applies retention now to every topic opened for writing through this log.

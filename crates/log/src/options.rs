@@ -160,13 +160,19 @@ impl LogOptions {
 
     pub(crate) fn validate(&self) -> Result<()> {
         if self.segment_bytes < 4096 {
-            return Err(Error::InvalidArgument("segment_bytes must be at least 4096"));
+            return Err(Error::InvalidArgument(
+                "segment_bytes must be at least 4096",
+            ));
         }
         if self.index_interval_bytes == 0 {
-            return Err(Error::InvalidArgument("index_interval_bytes must be positive"));
+            return Err(Error::InvalidArgument(
+                "index_interval_bytes must be positive",
+            ));
         }
         if self.max_read_bytes < 4096 {
-            return Err(Error::InvalidArgument("max_read_bytes must be at least 4096"));
+            return Err(Error::InvalidArgument(
+                "max_read_bytes must be at least 4096",
+            ));
         }
         if self.durability == Durability::Interval(Duration::ZERO) {
             return Err(Error::InvalidArgument(
@@ -174,7 +180,9 @@ impl LogOptions {
             ));
         }
         if self.retention_check_interval.is_zero() {
-            return Err(Error::InvalidArgument("retention_check_interval must be positive"));
+            return Err(Error::InvalidArgument(
+                "retention_check_interval must be positive",
+            ));
         }
         Ok(())
     }

@@ -170,8 +170,7 @@ impl Partition {
                 pos: w.pos + total,
                 offset: header.next_offset(),
             };
-            w.segment
-                .extend_index(at, next, self.config.index_interval);
+            w.segment.extend_index(at, next, self.config.index_interval);
             w.pos = next.pos;
             w.next_offset = next.offset;
             if self.config.durability != Durability::EveryBatch {
@@ -326,7 +325,12 @@ impl Partition {
         if from == end || max_records == 0 {
             return Ok(Records::empty(from));
         }
-        let req = self.request(from, max_records, next_base.map_or(end, |b| b.min(end)), true);
+        let req = self.request(
+            from,
+            max_records,
+            next_base.map_or(end, |b| b.min(end)),
+            true,
+        );
         match segment::read(&segment, &req) {
             Ok((records, _)) => Ok(records),
             Err(err) => Err(self.deleted_under_us(err, from)?),
@@ -617,11 +621,19 @@ mod tests {
         let partition = open(dir.path(), Durability::EveryBatch);
         assert_eq!(partition.append(&batch(&[b"a"])).expect("append"), 0..1);
         faults::arm(&faults::FSYNC);
-        let err = partition.append(&batch(&[b"b"])).expect_err("fsync must fail");
+        let err = partition
+            .append(&batch(&[b"b"]))
+            .expect_err("fsync must fail");
         assert!(matches!(err, Error::Io { .. }), "{err}");
         let err = partition.append(&batch(&[b"c"])).expect_err("poisoned");
         assert!(
-            matches!(err, Error::Poisoned { operation: "fsync", .. }),
+            matches!(
+                err,
+                Error::Poisoned {
+                    operation: "fsync",
+                    ..
+                }
+            ),
             "{err}"
         );
         assert!(partition.sync().is_err(), "sync of a poisoned partition");

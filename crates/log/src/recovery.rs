@@ -114,7 +114,11 @@ impl fmt::Display for RecoveryReport {
             self.bytes_dropped
         )?;
         if !self.deleted_segments.is_empty() {
-            write!(f, " including {} later segment(s)", self.deleted_segments.len())?;
+            write!(
+                f,
+                " including {} later segment(s)",
+                self.deleted_segments.len()
+            )?;
         }
         write!(f, "; log continues at offset {}", self.end_offset)
     }
@@ -157,7 +161,11 @@ pub(crate) fn recover(name: &PartitionName<'_>, index_interval: u64) -> Result<R
     let mut states = Vec::with_capacity(segments.len());
     let mut full = vec![false; segments.len()];
     for (i, segment) in segments.iter().enumerate() {
-        let verify = if i == last { Verify::Full } else { Verify::Header };
+        let verify = if i == last {
+            Verify::Full
+        } else {
+            Verify::Header
+        };
         states.push(scan_state(segment, verify, index_interval)?);
     }
     if let Some(f) = full.last_mut() {
@@ -240,7 +248,8 @@ fn apply(
     let mut deleted_segments = Vec::with_capacity(removed.len());
     // Delete from the newest, so that a crash in between leaves a valid prefix behind.
     for (segment, state) in removed.iter().zip(states.iter().skip(cut + 1)).rev() {
-        fs::remove_file(&segment.path).map_err(|e| Error::io("deleting segment", &segment.path, e))?;
+        fs::remove_file(&segment.path)
+            .map_err(|e| Error::io("deleting segment", &segment.path, e))?;
         bytes_dropped += state.file_bytes;
         deleted_segments.push(segment.path.clone());
     }

@@ -92,7 +92,12 @@ mod tests {
     fn age_deletes_the_expired_prefix_but_never_the_active_segment() {
         let now = SystemTime::now();
         let retention = Retention::forever().max_age(HOUR * 10);
-        let segs = [seg(1, 30, now), seg(1, 20, now), seg(1, 5, now), seg(1, 50, now)];
+        let segs = [
+            seg(1, 30, now),
+            seg(1, 20, now),
+            seg(1, 5, now),
+            seg(1, 50, now),
+        ];
         assert_eq!(segments_to_delete(&segs, &retention, now), 2);
         let all_old = [seg(1, 30, now), seg(1, 20, now)];
         assert_eq!(segments_to_delete(&all_old, &retention, now), 1);
@@ -102,7 +107,12 @@ mod tests {
     fn size_deletes_oldest_until_under_the_limit() {
         let now = SystemTime::now();
         let retention = Retention::forever().max_bytes(250);
-        let segs = [seg(100, 0, now), seg(100, 0, now), seg(100, 0, now), seg(10, 0, now)];
+        let segs = [
+            seg(100, 0, now),
+            seg(100, 0, now),
+            seg(100, 0, now),
+            seg(10, 0, now),
+        ];
         assert_eq!(segments_to_delete(&segs, &retention, now), 1);
         let tiny = Retention::forever().max_bytes(0);
         assert_eq!(segments_to_delete(&segs, &tiny, now), 3);

@@ -317,7 +317,12 @@ struct Walk<'a> {
 }
 
 impl<'a> Walk<'a> {
-    fn new(segment: &'a Segment, req: &'a ReadRequest, at: Position, verified_end: Position) -> Self {
+    fn new(
+        segment: &'a Segment,
+        req: &'a ReadRequest,
+        at: Position,
+        verified_end: Position,
+    ) -> Self {
         Walk {
             segment,
             req,
@@ -337,7 +342,11 @@ impl<'a> Walk<'a> {
             let within = usize::try_from(self.at.pos - start_pos).unwrap_or(usize::MAX);
             let rest = buf.get(within..).unwrap_or_default();
             let skip_only = self.skippable();
-            let verify = if skip_only { Verify::Header } else { Verify::Full };
+            let verify = if skip_only {
+                Verify::Header
+            } else {
+                Verify::Full
+            };
             match format::check_batch(rest, self.at.offset, verify) {
                 BatchCheck::Valid(header) => self.take(&header, within, skip_only),
                 BatchCheck::Incomplete { .. } if rest.is_empty() && !at_eof => {

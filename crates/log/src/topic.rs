@@ -241,7 +241,9 @@ pub(crate) fn create(
     }
     let dir = log_dir.join(name);
     match fs::create_dir(&dir) {
-        Ok(()) => fsio::sync_dir(log_dir).map_err(|e| Error::io("fsyncing directory", log_dir, e))?,
+        Ok(()) => {
+            fsio::sync_dir(log_dir).map_err(|e| Error::io("fsyncing directory", log_dir, e))?
+        }
         Err(e) if e.kind() == io::ErrorKind::AlreadyExists => {}
         Err(e) => return Err(Error::io("creating topic directory", &dir, e)),
     }
@@ -377,7 +379,9 @@ fn parse_meta(text: &str) -> Result<u32, String> {
     match (format, partitions) {
         (Some(META_FORMAT), Some(n)) if (1..=MAX_PARTITIONS).contains(&n) => Ok(n),
         (Some(META_FORMAT), Some(n)) => Err(format!("partition count {n} out of range")),
-        (Some(f), _) => Err(format!("unsupported format {f} (this build reads {META_FORMAT})")),
+        (Some(f), _) => Err(format!(
+            "unsupported format {f} (this build reads {META_FORMAT})"
+        )),
         _ => Err("missing `format` or `partitions`".to_owned()),
     }
 }
@@ -405,7 +409,16 @@ mod tests {
 
     #[test]
     fn names_that_are_not_plain_directory_names_are_refused() {
-        for bad in ["", ".", "..", ".hidden", "a/b", "a b", "ü", &"x".repeat(201)] {
+        for bad in [
+            "",
+            ".",
+            "..",
+            ".hidden",
+            "a/b",
+            "a b",
+            "ü",
+            &"x".repeat(201),
+        ] {
             assert!(validate_name(bad).is_err(), "{bad:?} accepted");
         }
         for good in ["clicks", "page_views.30s", "tenant-1"] {

@@ -18,7 +18,9 @@ fn small_segments() -> LogOptions {
 }
 
 fn value(partition: u32, offset: u64) -> Vec<u8> {
-    format!("p{partition}-o{offset}-").repeat(1 + (offset % 5) as usize).into_bytes()
+    format!("p{partition}-o{offset}-")
+        .repeat(1 + (offset % 5) as usize)
+        .into_bytes()
 }
 
 /// Appends `count` records to `partition` in batches of `per_batch`, values from [`value`].
@@ -30,7 +32,9 @@ fn fill(topic: &Topic, partition: u32, count: u64, per_batch: u64) {
         batch.clear();
         let n = per_batch.min(end - offset);
         for o in offset..offset + n {
-            batch.push(o as i64 * 10, &o.to_be_bytes(), &value(partition, o)).expect("push");
+            batch
+                .push(o as i64 * 10, &o.to_be_bytes(), &value(partition, o))
+                .expect("push");
         }
         let range = topic.append(partition, &batch).expect("append");
         assert_eq!(range, offset..offset + n);
@@ -90,7 +94,10 @@ fn records_round_trip_across_segment_rolls_and_reopen() {
         assert_eq!(check_all(&topic, 0, 555), 1000);
         assert_eq!(check_all(&topic, 1, 0), 10);
     }
-    assert!(segment_files(dir.path(), "clicks", 0).len() > 5, "expected segment rolls");
+    assert!(
+        segment_files(dir.path(), "clicks", 0).len() > 5,
+        "expected segment rolls"
+    );
     let log = Log::open(dir.path(), small_segments()).expect("reopen");
     let topic = log.topic("clicks").expect("topic");
     assert!(topic.recovery().is_empty(), "{:?}", topic.recovery());
@@ -121,12 +128,21 @@ fn reads_outside_the_partition_are_out_of_range_and_the_end_is_empty() {
     fill(&topic, 0, 5, 5);
     assert!(topic.read(0, 5, 10).expect("read at end").is_empty());
     match topic.read(0, 6, 10) {
-        Err(Error::OffsetOutOfRange { requested: 6, earliest: 0, end: 5, .. }) => {}
+        Err(Error::OffsetOutOfRange {
+            requested: 6,
+            earliest: 0,
+            end: 5,
+            ..
+        }) => {}
         other => panic!("expected out of range, got {other:?}"),
     }
     assert!(matches!(
         topic.read(1, 0, 10),
-        Err(Error::NoSuchPartition { partition: 1, partitions: 1, .. })
+        Err(Error::NoSuchPartition {
+            partition: 1,
+            partitions: 1,
+            ..
+        })
     ));
 }
 
@@ -136,17 +152,35 @@ fn topics_are_created_once_with_a_fixed_partition_count() {
     let log = Log::open(dir.path(), LogOptions::default()).expect("open");
     assert!(matches!(log.topic("clicks"), Err(Error::TopicNotFound(_))));
     log.create_topic("clicks", 3).expect("create");
-    assert_eq!(log.create_topic("clicks", 3).expect("again").partitions(), 3);
+    assert_eq!(
+        log.create_topic("clicks", 3).expect("again").partitions(),
+        3
+    );
     assert!(matches!(
         log.create_topic("clicks", 4),
-        Err(Error::PartitionCountMismatch { existing: 3, requested: 4, .. })
+        Err(Error::PartitionCountMismatch {
+            existing: 3,
+            requested: 4,
+            ..
+        })
     ));
-    assert!(matches!(log.create_topic("bad/name", 1), Err(Error::InvalidTopicName { .. })));
-    assert!(matches!(log.create_topic("zero", 0), Err(Error::InvalidArgument(_))));
+    assert!(matches!(
+        log.create_topic("bad/name", 1),
+        Err(Error::InvalidTopicName { .. })
+    ));
+    assert!(matches!(
+        log.create_topic("zero", 0),
+        Err(Error::InvalidArgument(_))
+    ));
     drop(log);
     let log = Log::open(dir.path(), LogOptions::default()).expect("reopen");
-    let err = log.create_topic("clicks", 1).expect_err("mismatch after reopen");
-    assert!(err.to_string().contains("exists with 3 partitions"), "{err}");
+    let err = log
+        .create_topic("clicks", 1)
+        .expect_err("mismatch after reopen");
+    assert!(
+        err.to_string().contains("exists with 3 partitions"),
+        "{err}"
+    );
     assert_eq!(log.topic_names().expect("names"), ["clicks"]);
 }
 
@@ -155,7 +189,10 @@ fn empty_batches_are_refused() {
     let dir = tempfile::tempdir().expect("tempdir");
     let log = Log::open(dir.path(), LogOptions::default()).expect("open");
     let topic = log.create_topic("t", 1).expect("create");
-    assert!(matches!(topic.append(0, &Batch::new()), Err(Error::EmptyBatch)));
+    assert!(matches!(
+        topic.append(0, &Batch::new()),
+        Err(Error::EmptyBatch)
+    ));
     assert_eq!(topic.end_offset(0).expect("end"), 0);
 }
 
@@ -167,14 +204,20 @@ fn a_second_writer_open_is_refused_until_the_first_closes() {
     let second = Log::open(dir.path(), LogOptions::default()).expect("open second");
     let err = second.topic("clicks").expect_err("second writer");
     assert!(matches!(err, Error::Locked { .. }), "{err}");
-    assert!(err.to_string().contains(&format!("pid {}", std::process::id())), "{err}");
+    assert!(
+        err.to_string()
+            .contains(&format!("pid {}", std::process::id())),
+        "{err}"
+    );
     assert!(err.is_retryable());
     // A read-only log reads alongside the writer.
     let reader = Log::open(dir.path(), LogOptions::default().read_only(true)).expect("ro");
     reader.topic("clicks").expect("read-only topic");
     drop(topic);
     drop(first);
-    second.topic("clicks").expect("lock released with the first log");
+    second
+        .topic("clicks")
+        .expect("lock released with the first log");
 }
 
 #[test]
@@ -187,8 +230,14 @@ fn read_only_log_follows_the_writer_and_refuses_writes() {
     assert!(follower.is_read_only());
     let mut batch = Batch::new();
     batch.push(1, b"", b"x").expect("push");
-    assert!(matches!(follower.append(0, &batch), Err(Error::ReadOnly(_))));
-    assert!(matches!(reader_log.create_topic("other", 1), Err(Error::ReadOnly(_))));
+    assert!(matches!(
+        follower.append(0, &batch),
+        Err(Error::ReadOnly(_))
+    ));
+    assert!(matches!(
+        reader_log.create_topic("other", 1),
+        Err(Error::ReadOnly(_))
+    ));
 
     let mut reader = follower.reader(0, 0).expect("reader");
     let mut seen = 0u64;
@@ -208,7 +257,10 @@ fn read_only_log_follows_the_writer_and_refuses_writes() {
         assert_eq!(seen, 300 * (round + 1), "caught up in round {round}");
         assert_eq!(follower.end_offset(0).expect("end"), seen);
     }
-    assert!(matches!(follower.read(0, seen + 1, 1), Err(Error::OffsetOutOfRange { .. })));
+    assert!(matches!(
+        follower.read(0, seen + 1, 1),
+        Err(Error::OffsetOutOfRange { .. })
+    ));
 }
 
 #[test]
@@ -230,7 +282,11 @@ fn read_only_reader_stops_at_an_unfinished_batch() {
     assert_eq!(records.len(), 10);
     assert!(follower.read(0, 10, 100).expect("read at tail").is_empty());
     assert_eq!(follower.end_offset(0).expect("end"), 10);
-    assert_eq!(fs::read(&segment).expect("read"), partial, "a reader never changes files");
+    assert_eq!(
+        fs::read(&segment).expect("read"),
+        partial,
+        "a reader never changes files"
+    );
 }
 
 #[test]
@@ -253,30 +309,50 @@ fn retention_by_size_deletes_old_segments_and_old_positions_get_a_clear_error() 
     assert!(start > 0);
     let after = segment_files(dir.path(), "t", 0);
     assert_eq!(after.len(), before - report.deleted_segments.len());
-    let kept: u64 = after.iter().map(|p| fs::metadata(p).expect("meta").len()).sum();
+    let kept: u64 = after
+        .iter()
+        .map(|p| fs::metadata(p).expect("meta").len())
+        .sum();
     assert!(kept <= 10_000 + 4096, "kept {kept} bytes");
 
     match reader.poll(5) {
-        Err(Error::OffsetOutOfRange { requested: 5, earliest, .. }) => assert_eq!(earliest, start),
+        Err(Error::OffsetOutOfRange {
+            requested: 5,
+            earliest,
+            ..
+        }) => assert_eq!(earliest, start),
         other => panic!("expected out of range, got {other:?}"),
     }
     let err = topic.read(0, 0, 1).expect_err("deleted");
-    assert!(err.to_string().contains(&format!("earliest is {start}")), "{err}");
+    assert!(
+        err.to_string().contains(&format!("earliest is {start}")),
+        "{err}"
+    );
     assert_eq!(check_all(&topic, 0, start), 2000);
     fill(&topic, 0, 10, 10);
     drop((log, topic, reader)); // the writer lock lives as long as any handle
     let log = Log::open(dir.path(), small_segments()).expect("reopen");
-    assert_eq!(log.topic("t").expect("topic").start_offset(0).expect("start"), start);
+    assert_eq!(
+        log.topic("t")
+            .expect("topic")
+            .start_offset(0)
+            .expect("start"),
+        start
+    );
 }
 
 #[test]
 fn retention_by_age_uses_the_time_segments_were_last_written() {
     let dir = tempfile::tempdir().expect("tempdir");
-    let options = small_segments().retention(Retention::forever().max_age(Duration::from_secs(3600)));
+    let options =
+        small_segments().retention(Retention::forever().max_age(Duration::from_secs(3600)));
     let log = Log::open(dir.path(), options).expect("open");
     let topic = log.create_topic("t", 1).expect("create");
     fill(&topic, 0, 500, 10);
-    assert!(topic.enforce_retention().expect("retention").is_empty(), "nothing is old yet");
+    assert!(
+        topic.enforce_retention().expect("retention").is_empty(),
+        "nothing is old yet"
+    );
     let files = segment_files(dir.path(), "t", 0);
     let two_hours_ago = SystemTime::now() - Duration::from_secs(7200);
     for old in &files[..2] {
@@ -306,7 +382,9 @@ fn concurrent_appenders_and_readers_see_whole_batches_in_order() {
                 for seq in 0..40u8 {
                     batch.clear();
                     for i in 0..=seq {
-                        batch.push(i64::from(i), &[thread, seq, i], &[thread; 40]).expect("push");
+                        batch
+                            .push(i64::from(i), &[thread, seq, i], &[thread; 40])
+                            .expect("push");
                     }
                     let range = topic.append(u32::from(thread % 2), &batch).expect("append");
                     assert_eq!(range.end - range.start, u64::from(seq) + 1);

@@ -68,7 +68,10 @@ fn assert_intact_prefix(topic: &Topic, end: u64) {
             break;
         }
         for record in &records {
-            assert_eq!((record.offset, record.value), (next, value(next).as_slice()));
+            assert_eq!(
+                (record.offset, record.value),
+                (next, value(next).as_slice())
+            );
             next += 1;
         }
     }
@@ -207,7 +210,9 @@ fn bit_flip_in_a_sealed_segment_payload_is_reported_by_the_read() {
     let log = Log::open(dir.path(), options()).expect("reopen");
     let topic = log.topic("t").expect("topic");
     assert!(topic.recovery().is_empty());
-    let records = topic.read(0, 0, 1000).expect("the batches before the damage");
+    let records = topic
+        .read(0, 0, 1000)
+        .expect("the batches before the damage");
     assert_eq!(records.len() as u64, 2 * RECORDS);
     match topic.read(0, 2 * RECORDS, 1000) {
         Err(Error::Corrupt {
@@ -217,7 +222,9 @@ fn bit_flip_in_a_sealed_segment_payload_is_reported_by_the_read() {
         }) => assert_eq!((path, position), (files[0].clone(), 2 * BATCH)),
         other => panic!("expected corruption, got {other:?}"),
     }
-    let err = topic.read(0, 2 * RECORDS + 1, 1).expect_err("inside the damaged batch");
+    let err = topic
+        .read(0, 2 * RECORDS + 1, 1)
+        .expect_err("inside the damaged batch");
     assert!(err.to_string().contains("payload checksum"), "{err}");
     assert_eq!(topic.read(0, 3 * RECORDS, 1).expect("after it").len(), 1);
 }
@@ -233,6 +240,11 @@ fn read_only_reader_of_a_damaged_tail_reads_the_prefix_and_changes_nothing() {
     let topic = log.topic("t").expect("topic");
     assert!(topic.recovery().is_empty());
     assert_intact_prefix(&topic, 3 * RECORDS);
-    assert!(topic.read(0, 3 * RECORDS, 10).expect("at the damage").is_empty());
+    assert!(
+        topic
+            .read(0, 3 * RECORDS, 10)
+            .expect("at the damage")
+            .is_empty()
+    );
     assert_eq!(fs::read(segment).expect("read"), damaged);
 }
