@@ -29,7 +29,8 @@ pub enum Format {
     Tsv,
     /// `ip,timestamp_ms,url,ip` (the Spark PageViewsCount layout); the visitor is the first ip.
     Csv,
-    /// One JSON [`ClickEvent`](crate::ClickEvent) object per line.
+    /// One JSON [`ClickEvent`](crate::ClickEvent) object per line; other fields become
+    /// properties (see the [crate docs](crate#line-formats)).
     Ndjson,
     /// The UCI MSNBC sequence file, replayed by the canonical mapping of [`crate::msnbc`].
     Msnbc,

@@ -16,6 +16,10 @@ pub enum LineError {
     /// The line is empty or holds only spaces, tabs and a carriage return.
     #[error("blank line")]
     Blank,
+    /// The bytes given to [`parse_line`](crate::parse_line) hold a `\n` before their end:
+    /// they are several lines, not one.
+    #[error("more than one line (a \\n before the end)")]
+    EmbeddedNewline,
     /// The line is longer than the configured maximum; its excess bytes were skipped unread.
     #[error("line longer than {max} bytes")]
     TooLong {

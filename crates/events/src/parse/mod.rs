@@ -65,7 +65,8 @@ impl Default for ParseOptions {
 /// Parses one line in `format`. A trailing `\n` or `\r\n` is allowed and ignored.
 ///
 /// # Errors
-/// [`LineError::Blank`] for a blank line (which the readers skip instead), and any other
+/// [`LineError::Blank`] for a blank line (which the readers skip instead),
+/// [`LineError::EmbeddedNewline`] if `line` holds a `\n` before its end, and any other
 /// [`LineError`] that says why the line is not a click event of `format`.
 ///
 /// # Examples
@@ -89,6 +90,9 @@ pub fn parse_line(
     options: &ParseOptions,
 ) -> Result<ClickEvent, LineError> {
     let line = line.strip_suffix(b"\n").unwrap_or(line);
+    if memchr::memchr(b'\n', line).is_some() {
+        return Err(LineError::EmbeddedNewline);
+    }
     let content = trim_cr(line);
     if is_blank(content) {
         return Err(LineError::Blank);
@@ -224,6 +228,19 @@ mod tests {
                 Err(LineError::Blank)
             );
         }
+    }
+
+    #[test]
+    fn several_lines_are_not_one_line() {
+        let opts = ParseOptions::default();
+        assert_eq!(
+            parse_line(LineFormat::Tsv, b"1\tv\t/a\n2\tv\t/b\n", &opts),
+            Err(LineError::EmbeddedNewline)
+        );
+        assert_eq!(
+            parse_line(LineFormat::Ndjson, b"\n{}", &opts),
+            Err(LineError::EmbeddedNewline)
+        );
     }
 
     #[test]
