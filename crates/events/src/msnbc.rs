@@ -622,6 +622,60 @@ mod tests {
     }
 
     #[test]
+    fn gzipped_and_plain_files_load_alike() {
+        use std::io::Write;
+        let text = format!("{HEADER}1 2\r\n3\r\n");
+        let dir = tempfile::tempdir().expect("temp dir");
+        let plain = dir.path().join("small.seq");
+        std::fs::write(&plain, &text).expect("write plain");
+        let gz = dir.path().join("small.seq.gz");
+        let mut encoder = flate2::write::GzEncoder::new(
+            File::create(&gz).expect("create gz"),
+            flate2::Compression::fast(),
+        );
+        encoder.write_all(text.as_bytes()).expect("compress");
+        encoder.finish().expect("finish gz");
+        let from_plain: Vec<ClickEvent> = load(&plain).expect("plain loads").iter().collect();
+        let from_gz: Vec<ClickEvent> = load(&gz).expect("gz loads").iter().collect();
+        assert_eq!(from_plain.len(), 3);
+        assert_eq!(from_plain, from_gz);
+    }
+
+    #[test]
+    fn corrupt_gzip_is_a_read_error() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let path = dir.path().join("bad.seq.gz");
+        std::fs::write(&path, [0x1f, 0x8b, 8, 0, 0, 0, 0, 0, 0, 0xff, 0xde, 0xad]).expect("write");
+        assert!(matches!(load(&path), Err(MsnbcError::Io { line: 1, .. })));
+    }
+
+    /// A reader whose data ends in a failure.
+    struct FailsAfter<'a>(&'a [u8]);
+
+    impl io::Read for FailsAfter<'_> {
+        fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+            if self.0.is_empty() {
+                return Err(io::Error::other("disk gone"));
+            }
+            let n = self.0.len().min(buf.len());
+            let (head, tail) = self.0.split_at(n);
+            buf[..n].copy_from_slice(head);
+            self.0 = tail;
+            Ok(n)
+        }
+    }
+
+    #[test]
+    fn read_failure_names_its_line() {
+        let text = format!("{HEADER}1 2\n");
+        let err = read(BufReader::new(FailsAfter(text.as_bytes())));
+        assert!(
+            matches!(err, Err(MsnbcError::Io { line: 9, .. })),
+            "{err:?}"
+        );
+    }
+
+    #[test]
     fn missing_file_is_an_open_error() {
         let err = load("/nonexistent/msnbc.seq.gz");
         assert!(matches!(err, Err(MsnbcError::Open { .. })));
