@@ -5,7 +5,7 @@
 //! | hub | [`hub`] | [`Hub`]: the engine publishes each micro-batch ([`StreamUpdate`]); the hub serialises it once, keeps a bounded history per stream and fans it out to client mailboxes ([`Subscription`]) with snapshot, exact resume, resync and conflation. No sockets. |
 //! | WebSocket | [`ws`] | `GET /ws`: the JSON protocol, as [`ws::run_session`] generic over any `Sink`/`Stream`. |
 //! | SSE | `sse` | `GET /sse/{stream}`: one stream as Server-Sent Events, resumable with `Last-Event-ID`. |
-//! | collector | [`collector`] | `POST /collect` and `GET /p.gif`: validation, group commit through an [`EventAppender`], reply after the append. |
+//! | collector | [`collector`] | `POST /collect` and `GET /p.gif`: validation, group commit through an [`EventAppender`] ([`collector::LogAppender`] for the embedded log), reply after the append. |
 //! | metrics | [`metrics`] | [`Metrics`]: process-wide counters other crates update; `GET /metrics`. |
 //! | API | `api` | `GET /api/streams`. |
 //! | dashboard | `dashboard` | `/`: the built dashboard, or a page saying how to build it. |
@@ -53,7 +53,7 @@ mod server;
 mod sse;
 pub mod ws;
 
-pub use collector::{AppendError, EventAppender, MemoryAppender};
+pub use collector::{AppendError, EventAppender, LogAppender, MemoryAppender};
 pub use config::ServerConfig;
 pub use error::AppError;
 pub use hub::{Delivery, Hub, HubConfig, HubError, StreamInfo, StreamUpdate, Subscription};

@@ -1,10 +1,13 @@
 //! The HTTP collector: `POST /collect` and the `GET /p.gif` tracking pixel.
 //!
-//! A request's events are validated one by one (see [`event`] for the rules), the good ones are
-//! appended through the group-commit writer ([`commit`]) and the reply goes out only after the
-//! append returned, so a `2xx`/`400` reply with `accepted: n` means those `n` events are as
+//! A request's events are validated one by one (the rules are in `docs/protocol.md`), the good
+//! ones are appended through a group-commit writer thread and the reply goes out only after the
+//! append returned, so a `200`/`400` reply with `accepted: n` means those `n` events are as
 //! durable as the [`EventAppender`] makes them. The collector never waits on a consumer of the
-//! log. Status codes are documented in `docs/protocol.md`.
+//! log.
+//!
+//! Appenders: [`LogAppender`] (the embedded log, the default) and [`MemoryAppender`] (tests,
+//! demos); implement [`EventAppender`] for anything else.
 
 mod appender;
 mod commit;
@@ -194,9 +197,10 @@ fn pixel_object(params: Vec<(String, String)>, headers: &HeaderMap) -> Value {
         object.insert(key, value);
     }
     for (field, name) in [("url", header::REFERER), ("user_agent", header::USER_AGENT)] {
-        if !object.contains_key(field)
-            && let Some(value) = headers.get(name).and_then(|v| v.to_str().ok())
-        {
+        if object.contains_key(field) {
+            continue;
+        }
+        if let Some(value) = headers.get(name).and_then(|v| v.to_str().ok()) {
             object.insert(field.into(), Value::String(value.into()));
         }
     }

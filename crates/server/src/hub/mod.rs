@@ -268,19 +268,17 @@ impl Hub {
         let stream = self.stream(&update.stream)?;
         let msg = BatchMessage::encode(&update)?;
         let mut inner = stream.lock();
-        if let Some(latest) = inner.latest()
-            && latest.batch >= msg.batch
-        {
+        let latest = inner.latest().map(|m| m.batch);
+        if let Some(latest) = latest.filter(|&latest| latest >= msg.batch) {
             return Err(HubError::StaleBatch {
                 stream: update.stream,
                 batch: msg.batch,
-                latest: latest.batch,
+                latest,
             });
         }
-        if inner.history.len() >= self.inner.config.history_len
-            && let Some(evicted) = inner.history.pop_front()
-        {
-            inner.evicted_up_to = Some(evicted.batch);
+        if inner.history.len() >= self.inner.config.history_len {
+            let evicted = inner.history.pop_front().map(|m| m.batch);
+            inner.evicted_up_to = evicted.or(inner.evicted_up_to);
         }
         inner.history.push_back(msg.clone());
         let conflated = inner
