@@ -84,9 +84,11 @@ mod event;
 mod format;
 pub mod msnbc;
 mod parse;
+mod partition;
 
 pub use event::{ClickEvent, DEFAULT_EVENT_TYPE};
 pub use format::{Format, LineFormat, UnknownFormat};
 pub use parse::{
     LineError, LineParser, ParseError, ParseOptions, SliceParser, parse_line, parse_slice,
 };
+pub use partition::partition_for;

@@ -1,0 +1,5 @@
+//! Files: results as JSON Lines, one file per stream and batch.
+
+mod sink;
+
+pub use sink::JsonlSink;

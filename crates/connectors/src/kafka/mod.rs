@@ -1,0 +1,1 @@
+//! Kafka: clicks in and results out, on rdkafka (librdkafka).

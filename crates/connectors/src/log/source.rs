@@ -1,0 +1,120 @@
+//! The embedded log as an engine source.
+
+use clickpulse_engine::source::{
+    DeadLetter, PartitionId, PartitionReader, PartitionedSource, PollContext, Polled, ReadStatus,
+    SourceError,
+};
+use clickpulse_events::{ClickEvent, binary};
+use clickpulse_log::{Reader, Topic};
+
+/// Reads clicks from a topic of the embedded log. Each engine worker reads its share of the
+/// partitions; records that do not decode become dead letters with their offset.
+///
+/// # Examples
+/// ```
+/// use clickpulse_connectors::log::{LogSource, LogWriter};
+/// use clickpulse_engine::source::PartitionedSource;
+/// use clickpulse_events::ClickEvent;
+/// use clickpulse_log::{Log, LogOptions};
+///
+/// let dir = tempfile::tempdir().unwrap();
+/// let log = Log::open(dir.path(), LogOptions::default()).unwrap();
+/// let topic = log.create_topic("clicks", 2).unwrap();
+/// LogWriter::new(topic.clone()).append(&[ClickEvent::page_view(1, "v1", "/news")]).unwrap();
+/// let source = LogSource::new(topic);
+/// assert_eq!(source.partitions().unwrap(), 2);
+/// ```
+#[derive(Debug, Clone)]
+pub struct LogSource {
+    topic: Topic,
+    name: String,
+}
+
+impl LogSource {
+    /// A source over every partition of `topic`, named after it.
+    pub fn new(topic: Topic) -> Self {
+        let name = topic.name().to_string();
+        LogSource { topic, name }
+    }
+}
+
+fn source_error(e: &clickpulse_log::Error) -> SourceError {
+    SourceError {
+        message: e.to_string(),
+        retryable: e.is_retryable(),
+    }
+}
+
+impl PartitionedSource for LogSource {
+    type Item = ClickEvent;
+
+    fn name(&self) -> &str {
+        &self.name
+    }
+
+    fn partitions(&self) -> Result<u32, SourceError> {
+        Ok(self.topic.partitions())
+    }
+
+    fn open(
+        &self,
+        partition: PartitionId,
+        from: Option<u64>,
+    ) -> Result<Box<dyn PartitionReader<ClickEvent>>, SourceError> {
+        let start = match from {
+            Some(offset) => offset,
+            None => self
+                .topic
+                .start_offset(partition)
+                .map_err(|e| source_error(&e))?,
+        };
+        let reader = self
+            .topic
+            .reader(partition, start)
+            .map_err(|e| source_error(&e))?;
+        Ok(Box::new(LogPartitionReader {
+            reader,
+            source: self.name.clone(),
+        }))
+    }
+}
+
+struct LogPartitionReader {
+    reader: Reader,
+    source: String,
+}
+
+impl PartitionReader<ClickEvent> for LogPartitionReader {
+    fn poll(
+        &mut self,
+        ctx: &PollContext,
+        out: &mut Polled<ClickEvent>,
+    ) -> Result<ReadStatus, SourceError> {
+        let records = self
+            .reader
+            .poll(ctx.max_records)
+            .map_err(|e| source_error(&e))?;
+        let got = records.len();
+        for record in &records {
+            match binary::decode(record.value) {
+                Ok(event) => out.items.push(event),
+                Err(e) => out.dead_letters.push(DeadLetter {
+                    source: self.source.clone(),
+                    partition: self.reader.partition(),
+                    offset: record.offset,
+                    reason: e.to_string(),
+                    raw: record.value.to_vec(),
+                }),
+            }
+        }
+        Ok(if got == 0 || got < ctx.max_records {
+            ReadStatus::CaughtUp
+        } else {
+            ReadStatus::More
+        })
+    }
+
+    fn position(&self) -> u64 {
+        self.reader.position()
+    }
+}
