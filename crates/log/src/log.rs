@@ -22,6 +22,23 @@ use crate::{Durability, Error, LogOptions, Result, RetentionReport};
 /// With [`Durability::Interval`] or a [`crate::Retention`] limit, a background thread fsyncs and
 /// applies retention; it stops when the last clone of the `Log` is dropped.
 ///
+/// # On disk
+///
+/// ```text
+/// <dir>/<topic>/topic.meta                      "format = 1", "partitions = N" (written last,
+///                                               atomically: a topic with metadata is complete)
+/// <dir>/<topic>/writer.lock                     flock(2)ed by the writing process; holds its pid
+/// <dir>/<topic>/<partition>/<base offset>.log   segments, 20-digit zero-padded base offset
+/// ```
+///
+/// A segment is a sequence of record batches, each a 40-byte header (magic `CPLB`, header
+/// CRC32C, payload length, record count, base offset, max timestamp, payload CRC32C) followed by
+/// its records; see [`crate::format`] for the byte layout. Segments roll at
+/// [`LogOptions::segment_bytes`]; the offset index is sparse, in memory, and rebuilt on open.
+/// Opening a topic for writing verifies the tail and truncates a torn or corrupt one, reporting
+/// it ([`Topic::recovery`], see [`crate::recovery`]). Directories are fsynced when topics,
+/// partitions and segments are created or deleted.
+///
 /// # Examples
 ///
 /// ```

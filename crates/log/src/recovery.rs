@@ -8,7 +8,14 @@
 //! that segment and every later segment — because offsets are dense: nothing after a hole can be
 //! addressed. What it removed is returned as a [`RecoveryReport`] (and logged at `warn`).
 //!
-//! The decision is the pure function [`decide`] over [`SegmentState`]s; [`recover`] does the I/O.
+//! What is checked: every batch of the active (last) segment in full (header and payload
+//! checksums, record framing), and the headers of sealed segments (which were fsynced when they
+//! were rolled, except under [`crate::Durability::None`]); when the cut falls in a sealed segment,
+//! that segment is then checked in full too. Payloads of sealed segments are verified by every
+//! read instead, which reports damage as [`crate::Error::Corrupt`] rather than dropping data.
+//!
+//! The decision is the pure function [`decide`] over [`SegmentState`]s; a thin layer does the
+//! I/O (scan, truncate, delete, fsync).
 
 use std::fmt;
 use std::fs::{self, OpenOptions};
