@@ -23,7 +23,8 @@ pub struct ServerConfig {
     /// Address to listen on; port 0 picks a free port ([`crate::ServerHandle::local_addr`]
     /// tells which). Default = `127.0.0.1:8080`.
     pub bind: SocketAddr,
-    /// Batch messages each stream keeps for resuming clients. Default = 600.
+    /// Batch messages each stream keeps for resuming clients. Default = 600. Applied when the
+    /// hub is built from [`ServerConfig::hub_config`]; [`crate::serve`] uses the hub it is given.
     pub history_len: usize,
     /// Largest collector request body, in bytes; larger bodies get 413. Default = 1 MiB.
     pub body_limit: usize,

@@ -4,9 +4,10 @@ mod common;
 
 use std::sync::Arc;
 
+use clickpulse_events::partition_for;
 use clickpulse_events::{ClickEvent, binary};
 use clickpulse_log::{Durability, Log, LogOptions};
-use clickpulse_server::collector::{LogAppender, partition_for};
+use clickpulse_server::collector::LogAppender;
 use clickpulse_server::{MemoryAppender, ServerConfig};
 use common::*;
 use reqwest::StatusCode;

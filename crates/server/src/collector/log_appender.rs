@@ -2,7 +2,7 @@
 
 use std::thread;
 
-use clickpulse_events::{ClickEvent, binary};
+use clickpulse_events::{ClickEvent, binary, partition_for};
 use clickpulse_log::{Batch, Error as LogError, Log, Topic};
 
 use super::appender::{AppendError, EventAppender};
@@ -10,8 +10,9 @@ use super::appender::{AppendError, EventAppender};
 /// Appends events to a topic of the embedded log (`clickpulse-log`).
 ///
 /// Each event becomes one record: timestamp = `ts_ms`, key = `visitor_id`, value = the event
-/// in the `clickpulse_events::binary` encoding. The partition is [`partition_for`] of the
-/// visitor id, so one visitor's events stay in one partition, in the order they were
+/// in the `clickpulse_events::binary` encoding — the record format the connectors' log source
+/// reads. The partition is [`clickpulse_events::partition_for`] of the visitor id (the rule
+/// replay uses too), so one visitor's events stay in one partition, in the order they were
 /// collected. The events of one call go out as one batch per partition; when several
 /// partitions are involved their appends (and fsyncs) run in parallel.
 ///
@@ -29,7 +30,7 @@ use super::appender::{AppendError, EventAppender};
 /// let log = Log::open(dir.path(), LogOptions::default().durability(Durability::EveryBatch))?;
 /// let appender = LogAppender::open(&log, "clicks", 4)?;
 /// appender.append(&[ClickEvent::page_view(1_000, "v1", "/news")])?;
-/// let p = clickpulse_server::collector::partition_for("v1", 4);
+/// let p = clickpulse_events::partition_for("v1", 4);
 /// assert_eq!(appender.topic().end_offset(p)?, 1);
 /// # Ok::<(), Box<dyn std::error::Error>>(())
 /// ```
@@ -114,24 +115,6 @@ impl EventAppender for LogAppender {
     }
 }
 
-/// The partition of `visitor_id` among `partitions`: FNV-1a (64-bit) of its UTF-8 bytes,
-/// modulo `partitions`. Fixed by this definition, so every process and version agrees.
-///
-/// # Examples
-/// ```
-/// use clickpulse_server::collector::partition_for;
-/// assert_eq!(partition_for("v1", 4), partition_for("v1", 4));
-/// assert!(partition_for("anyone", 3) < 3);
-/// ```
-pub fn partition_for(visitor_id: &str, partitions: u32) -> u32 {
-    const OFFSET: u64 = 0xcbf2_9ce4_8422_2325;
-    const PRIME: u64 = 0x0100_0000_01b3;
-    let hash = visitor_id
-        .bytes()
-        .fold(OFFSET, |h, b| (h ^ u64::from(b)).wrapping_mul(PRIME));
-    u32::try_from(hash % u64::from(partitions.max(1))).unwrap_or(0)
-}
-
 fn to_append_error(e: LogError) -> AppendError {
     match e {
         LogError::BatchTooLarge { .. } | LogError::EmptyBatch => {
@@ -146,21 +129,6 @@ mod tests {
     use clickpulse_log::{Durability, LogOptions};
 
     use super::*;
-
-    #[test]
-    fn fnv1a_matches_the_reference_values() {
-        // FNV-1a 64 of "" and "a" (from the FNV reference test vectors).
-        let fnv = |s: &str, m: u32| partition_for(s, m);
-        assert_eq!(
-            u64::from(fnv("", u32::MAX)),
-            0xcbf2_9ce4_8422_2325 % u64::from(u32::MAX)
-        );
-        assert_eq!(
-            u64::from(fnv("a", u32::MAX)),
-            0xaf63_dc4c_8601_ec8c % u64::from(u32::MAX)
-        );
-        assert_eq!(partition_for("x", 0), 0, "zero partitions behaves as one");
-    }
 
     #[test]
     fn events_land_in_their_visitors_partition_in_order() {

@@ -29,7 +29,7 @@ use serde_json::{Map, Value};
 pub use self::appender::{AppendError, EventAppender, MemoryAppender};
 pub(crate) use self::commit::CommitQueue;
 use self::event::{Defaults, to_event};
-pub use self::log_appender::{LogAppender, partition_for};
+pub use self::log_appender::LogAppender;
 use crate::error::AppError;
 use crate::metrics::Metrics;
 
