@@ -34,35 +34,65 @@ pub(crate) fn to_event(value: Value, defaults: &Defaults<'_>) -> Result<ClickEve
     let Value::Object(map) = value else {
         return Err(format!("expected a JSON object, found {}", kind(&value)));
     };
-    let mut event = ClickEvent::default();
-    let mut properties = BTreeMap::new();
-    let mut nested = None;
-    let (mut ts, mut visitor, mut url) = (None, None, None);
+    let mut builder = EventBuilder::default();
     for (key, value) in map {
-        match key.as_str() {
-            "ts_ms" => ts = ts_ms(value)?,
-            "visitor_id" => visitor = non_empty_str(&key, value)?,
-            "url" => url = non_empty_str(&key, value)?,
-            "properties" => nested = properties_object(value)?,
-            "tenant" => event.tenant = optional_str(&key, value)?,
-            "event_type" => event.event_type = optional_str(&key, value)?,
-            "referrer" => event.referrer = optional_str(&key, value)?,
-            "user_agent" => event.user_agent = optional_str(&key, value)?,
-            "product" => event.product = optional_str(&key, value)?,
-            "category" => event.category = optional_str(&key, value)?,
-            "query" => event.query = optional_str(&key, value)?,
-            _ => insert_property(&mut properties, key, value)?,
+        builder.field(key.as_str(), value, || key.clone())?;
+    }
+    builder.finish(defaults)
+}
+
+/// An event assembled field by field, as an object is read.
+#[derive(Debug, Default)]
+pub(crate) struct EventBuilder {
+    event: ClickEvent,
+    ts: Option<u64>,
+    visitor: Option<String>,
+    url: Option<String>,
+    /// The `properties` object, applied last so that its entries win.
+    nested: Option<Map<String, Value>>,
+}
+
+impl EventBuilder {
+    /// Takes one field of the object; `owned_key` gives the key as a `String` when it becomes
+    /// a property name.
+    pub(crate) fn field(
+        &mut self,
+        key: &str,
+        value: Value,
+        owned_key: impl FnOnce() -> String,
+    ) -> Result<(), String> {
+        let e = &mut self.event;
+        match key {
+            "ts_ms" => self.ts = ts_ms(value)?,
+            "visitor_id" => self.visitor = non_empty_str(key, value)?,
+            "url" => self.url = non_empty_str(key, value)?,
+            "properties" => self.nested = properties_object(value)?,
+            "tenant" => e.tenant = optional_str(key, value)?,
+            "event_type" => e.event_type = optional_str(key, value)?,
+            "referrer" => e.referrer = optional_str(key, value)?,
+            "user_agent" => e.user_agent = optional_str(key, value)?,
+            "product" => e.product = optional_str(key, value)?,
+            "category" => e.category = optional_str(key, value)?,
+            "query" => e.query = optional_str(key, value)?,
+            _ => insert_property(&mut e.properties, owned_key(), value)?,
         }
+        Ok(())
     }
-    for (key, value) in nested.unwrap_or_default() {
-        properties.remove(&key);
-        insert_property(&mut properties, key, value)?;
+
+    /// The event, with the defaults applied, or why it is not one.
+    pub(crate) fn finish(self, defaults: &Defaults<'_>) -> Result<ClickEvent, String> {
+        let mut event = self.event;
+        for (key, value) in self.nested.unwrap_or_default() {
+            event.properties.remove(&key);
+            insert_property(&mut event.properties, key, value)?;
+        }
+        event.url = self.url.ok_or("missing field `url` (a non-empty string)")?;
+        event.ts_ms = self.ts.unwrap_or(defaults.now_ms);
+        event.visitor_id = self
+            .visitor
+            .unwrap_or_else(|| defaults.visitor_id.to_owned());
+        Ok(event)
     }
-    event.properties = properties;
-    event.url = url.ok_or("missing field `url` (a non-empty string)")?;
-    event.ts_ms = ts.unwrap_or(defaults.now_ms);
-    event.visitor_id = visitor.unwrap_or_else(|| defaults.visitor_id.to_owned());
-    Ok(event)
 }
 
 fn ts_ms(value: Value) -> Result<Option<u64>, String> {

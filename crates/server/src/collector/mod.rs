@@ -10,6 +10,7 @@
 //! demos); implement [`EventAppender`] for anything else.
 
 mod appender;
+mod body;
 mod commit;
 mod event;
 mod log_appender;
@@ -119,19 +120,22 @@ async fn collect_body(
 ) -> Result<(CollectReply, Visitor), AppError> {
     let format = body_format(headers)?;
     let body = body.map_err(body_rejection)?;
-    let items = split_body(format, &body, collector.batch_limit)?;
-    if items.is_empty() {
-        return Err(AppError::BadRequest("the body holds no events".into()));
-    }
     let visitor = visitor(headers);
     let defaults = Defaults {
         now_ms: now_ms(),
         visitor_id: &visitor.id,
     };
+    let items = match format {
+        BodyFormat::Json => body::read_json(&body, collector.batch_limit, &defaults)?,
+        BodyFormat::Ndjson => body::read_ndjson(&body, collector.batch_limit, &defaults)?,
+    };
+    if items.is_empty() {
+        return Err(AppError::BadRequest("the body holds no events".into()));
+    }
     let mut reply = CollectReply::default();
     let mut events = Vec::with_capacity(items.len());
     for (index, item) in items {
-        match item.and_then(|v| to_event(v, &defaults)) {
+        match item {
             Ok(e) => events.push(e),
             Err(reason) => reply.rejected.push(Rejection { index, reason }),
         }
@@ -237,67 +241,6 @@ fn body_rejection(rejection: BytesRejection) -> AppError {
     }
 }
 
-/// Splits the body into its items, each a JSON value or why it is not one, with its index.
-fn split_body(
-    format: BodyFormat,
-    body: &[u8],
-    batch_limit: usize,
-) -> Result<Vec<(usize, Result<Value, String>)>, AppError> {
-    match format {
-        BodyFormat::Json => split_json(body, batch_limit),
-        BodyFormat::Ndjson => split_ndjson(body, batch_limit),
-    }
-}
-
-fn split_json(
-    body: &[u8],
-    batch_limit: usize,
-) -> Result<Vec<(usize, Result<Value, String>)>, AppError> {
-    let value: Value = serde_json::from_slice(body)
-        .map_err(|e| AppError::BadRequest(format!("the body is not valid JSON: {e}")))?;
-    let items = match value {
-        Value::Array(items) => items,
-        Value::Object(_) => vec![value],
-        other => {
-            return Err(AppError::BadRequest(format!(
-                "expected a JSON object or an array of objects, found {}",
-                event::kind(&other)
-            )));
-        }
-    };
-    check_count(items.len(), batch_limit)?;
-    Ok(items.into_iter().map(Ok).enumerate().collect())
-}
-
-fn split_ndjson(
-    body: &[u8],
-    batch_limit: usize,
-) -> Result<Vec<(usize, Result<Value, String>)>, AppError> {
-    let lines: Vec<(usize, &[u8])> = body
-        .split(|&b| b == b'\n')
-        .map(|line| line.strip_suffix(b"\r").unwrap_or(line))
-        .enumerate()
-        .filter(|(_, line)| !line.iter().all(u8::is_ascii_whitespace))
-        .collect();
-    check_count(lines.len(), batch_limit)?;
-    Ok(lines
-        .into_iter()
-        .map(|(i, line)| {
-            let value = serde_json::from_slice(line).map_err(|e| format!("invalid JSON: {e}"));
-            (i, value)
-        })
-        .collect())
-}
-
-fn check_count(n: usize, batch_limit: usize) -> Result<(), AppError> {
-    if n > batch_limit {
-        return Err(AppError::PayloadTooLarge(format!(
-            "{n} events in one request; the limit is {batch_limit}"
-        )));
-    }
-    Ok(())
-}
-
 /// The visitor id from the `cp_vid` cookie, or a new random one.
 fn visitor(headers: &HeaderMap) -> Visitor {
     let from_cookie = headers
@@ -399,32 +342,6 @@ mod tests {
             body_format(&HeaderMap::new()),
             Err(AppError::UnsupportedMediaType(_))
         ));
-    }
-
-    #[test]
-    fn ndjson_lines_keep_their_line_numbers() {
-        let items = split_ndjson(b"{\"a\":1}\r\n\n  \n{bad\n{\"b\":2}", 10).expect("split");
-        let summary: Vec<(usize, bool)> = items.iter().map(|(i, r)| (*i, r.is_ok())).collect();
-        assert_eq!(summary, vec![(0, true), (3, false), (4, true)]);
-    }
-
-    #[test]
-    fn too_many_events_is_413() {
-        assert!(matches!(
-            split_ndjson(b"{}\n{}\n{}", 2),
-            Err(AppError::PayloadTooLarge(_))
-        ));
-        assert!(matches!(
-            split_json(b"[{},{},{}]", 2),
-            Err(AppError::PayloadTooLarge(_))
-        ));
-    }
-
-    #[test]
-    fn json_body_must_be_an_object_or_array() {
-        assert_eq!(split_json(b"{\"url\":\"/\"}", 1).expect("object").len(), 1);
-        assert!(matches!(split_json(b"3", 1), Err(AppError::BadRequest(_))));
-        assert!(matches!(split_json(b"{", 1), Err(AppError::BadRequest(_))));
     }
 
     #[test]
