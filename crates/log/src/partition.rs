@@ -350,6 +350,13 @@ impl Partition {
                 let start = self.start_offset()?;
                 return Err(self.out_of_range(from, start, self.end_offset()?));
             };
+            // A sealed segment may have been deleted by the writer's retention; its file may
+            // still be open here, so ask the directory rather than trust the handle.
+            if next_base.is_some() && !refreshed && !segment.path.exists() {
+                self.refresh()?;
+                refreshed = true;
+                continue;
+            }
             let limit = next_base.unwrap_or(u64::MAX);
             let req = self.request(from, max_records, limit, next_base.is_some());
             let (records, stop) = match segment::read(&segment, &req) {

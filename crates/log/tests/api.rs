@@ -298,6 +298,10 @@ fn retention_by_size_deletes_old_segments_and_old_positions_get_a_clear_error() 
     fill(&topic, 0, 2000, 10);
     let mut reader = topic.reader(0, 0).expect("reader");
     reader.poll(5).expect("poll before retention");
+    let ro_log = Log::open(dir.path(), small_segments().read_only(true)).expect("ro");
+    let ro_topic = ro_log.topic("t").expect("ro topic");
+    let mut ro_reader = ro_topic.reader(0, 0).expect("ro reader");
+    ro_reader.poll(5).expect("read-only poll before retention");
 
     let before = segment_files(dir.path(), "t", 0).len();
     let reports = topic.enforce_retention().expect("retention");
@@ -323,6 +327,11 @@ fn retention_by_size_deletes_old_segments_and_old_positions_get_a_clear_error() 
         }) => assert_eq!(earliest, start),
         other => panic!("expected out of range, got {other:?}"),
     }
+    match ro_reader.poll(5) {
+        Err(Error::OffsetOutOfRange { earliest, .. }) => assert_eq!(earliest, start),
+        other => panic!("read-only reader: expected out of range, got {other:?}"),
+    }
+    assert_eq!(ro_topic.start_offset(0).expect("ro start"), start);
     let err = topic.read(0, 0, 1).expect_err("deleted");
     assert!(
         err.to_string().contains(&format!("earliest is {start}")),

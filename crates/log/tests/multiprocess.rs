@@ -6,7 +6,8 @@
 //!   threads with `Durability::EveryBatch` and prints every acknowledged offset range; the parent
 //!   SIGKILLs it at random moments, reopens, and checks that every acknowledged record is there,
 //!   in order, byte-exact, that every batch present is whole, and that the log then opens
-//!   cleanly. Meanwhile a read-only reader in the parent follows the child's writes and checks
+//!   cleanly. Further rounds use `Durability::None` and multi-megabyte batches so that kills land
+//!   inside writes and recovery repairs torn tails. Meanwhile a read-only reader in the parent follows the child's writes and checks
 //!   that it only ever sees whole, valid records, which must survive the crash.
 //! - `second_writer_process_is_refused`: the topic writer lock holds across processes and is
 //!   released when the holder dies.
@@ -28,7 +29,12 @@ const ROUND_ENV: &str = "CLICKPULSE_LOG_TEST_ROUND";
 const TOPIC: &str = "clicks";
 const PARTITIONS: u32 = 2;
 const WRITER_THREADS: u32 = 3;
-const ROUNDS: u32 = 6;
+/// Rounds with `Durability::EveryBatch` and batches of up to 400 small records.
+const DURABLE_ROUNDS: u32 = 6;
+/// Then rounds with `Durability::None` and multi-megabyte batches, so that a kill often lands
+/// inside a `write(2)` and leaves a torn batch for recovery (acknowledged appends survive a
+/// process crash under every durability setting).
+const TORN_ROUNDS: u32 = 3;
 
 fn main() {
     match std::env::var(CHILD_ENV).as_deref() {
@@ -77,18 +83,30 @@ fn fnv(bytes: &[u8]) -> u64 {
     })
 }
 
+fn is_torn_round(round: u32) -> bool {
+    round >= DURABLE_ROUNDS
+}
+
 /// Records in batch `seq` of writer thread `thread` in `round`.
 fn batch_len(round: u32, thread: u32, seq: u64) -> u64 {
-    1 + fnv(format!("{round}:{thread}:{seq}").as_bytes()) % 400
+    let max = if is_torn_round(round) { 24 } else { 400 };
+    1 + fnv(format!("{round}:{thread}:{seq}").as_bytes()) % max
 }
 
 fn key(round: u32, thread: u32, seq: u64, i: u64) -> String {
     format!("{round}:{thread}:{seq}:{i}")
 }
 
-/// The value of the record with `key`: 20 to 79 bytes derived from the key.
+/// The value of the record with `key`: 20 to 79 bytes derived from the key; in torn-write rounds
+/// 64 to 320 KiB (the key's hash, then filler that is cheap to produce).
 fn value_of(key: &[u8]) -> Vec<u8> {
     let mut state = fnv(key);
+    if is_torn_round(parse_key(key).0) {
+        let len = (64 << 10) + (state % (256 << 10)) as usize;
+        let mut value = vec![0xA5; len];
+        value[..8].copy_from_slice(&state.to_le_bytes());
+        return value;
+    }
     let len = 20 + (state % 60) as usize;
     (0..len)
         .map(|_| {
@@ -123,6 +141,12 @@ fn writer_options() -> LogOptions {
         .segment_bytes(256 << 10)
 }
 
+fn torn_round_options() -> LogOptions {
+    LogOptions::default()
+        .durability(Durability::None)
+        .segment_bytes(16 << 20)
+}
+
 /// Appends forever from several threads; prints `ack partition start end round thread seq`
 /// after every acknowledged append.
 fn child_writer() {
@@ -131,7 +155,12 @@ fn child_writer() {
         .expect("round")
         .parse()
         .expect("round");
-    let log = Log::open(&dir, writer_options()).expect("open");
+    let options = if is_torn_round(round) {
+        torn_round_options()
+    } else {
+        writer_options()
+    };
+    let log = Log::open(&dir, options).expect("open");
     let topic = log.create_topic(TOPIC, PARTITIONS).expect("topic");
     let stdout = Arc::new(Mutex::new(std::io::stdout()));
     let threads: Vec<_> = (0..WRITER_THREADS)
@@ -282,7 +311,8 @@ fn sigkilled_writers_lose_no_acknowledged_record() {
     let dir = tempfile::tempdir().expect("tempdir");
     let mut acks = Vec::new();
     let mut seen: Seen = vec![HashMap::new(); PARTITIONS as usize];
-    for round in 0..ROUNDS {
+    let mut recoveries = 0;
+    for round in 0..DURABLE_ROUNDS + TORN_ROUNDS {
         let mut child = spawn_child("writer", dir.path(), round);
         let round_acks = Arc::new(Mutex::new(Vec::new()));
         let collector = collect_acks(
@@ -299,7 +329,7 @@ fn sigkilled_writers_lose_no_acknowledged_record() {
             );
             std::thread::sleep(Duration::from_millis(2));
         }
-        std::thread::sleep(Duration::from_millis(20 + rng.below(400)));
+        std::thread::sleep(Duration::from_millis(20 + rng.below(300)));
         child.kill().expect("SIGKILL"); // std sends SIGKILL on Unix
         child.wait().expect("wait");
         collector.join().expect("collector");
@@ -310,17 +340,20 @@ fn sigkilled_writers_lose_no_acknowledged_record() {
         let round_acks = std::mem::take(&mut *round_acks.lock().expect("acks"));
         println!("  round {round}: {} acknowledged appends", round_acks.len());
         acks.extend(round_acks);
-        verify_after_crash(dir.path(), &acks, &seen);
+        recoveries += verify_after_crash(dir.path(), &acks, &seen);
     }
+    println!("  {recoveries} torn tail(s) recovered");
 }
 
 /// Reopens the log (recovering it), checks everything, then checks that it reopens cleanly.
-fn verify_after_crash(dir: &Path, acks: &[Ack], seen: &Seen) {
+/// Returns how many partitions recovery repaired.
+fn verify_after_crash(dir: &Path, acks: &[Ack], seen: &Seen) -> usize {
     let log = Log::open(dir, writer_options()).expect("reopen after crash");
     let topic = log.topic(TOPIC).expect("topic");
     for report in topic.recovery() {
         println!("  recovery: {report}");
     }
+    let recovered = topic.recovery().len();
     let partitions: Vec<Vec<(u64, Vec<u8>)>> = (0..PARTITIONS)
         .map(|p| {
             let mut reader = topic.reader(p, 0).expect("reader");
@@ -371,6 +404,7 @@ fn verify_after_crash(dir: &Path, acks: &[Ack], seen: &Seen) {
     let log = Log::open(dir, writer_options()).expect("second reopen");
     let topic = log.topic(TOPIC).expect("topic");
     assert!(topic.recovery().is_empty(), "{:?}", topic.recovery());
+    recovered
 }
 
 /// Every batch in the log is whole: consecutive keys of one batch count 0..batch_len.
