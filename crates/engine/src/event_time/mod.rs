@@ -20,7 +20,9 @@
 //! | [`window_aggregate`] | `aggregate_by_key_in_window`, `count_by_key_in_window`, `reduce_by_key_in_window` |
 //! | [`session`] | `session_by_key` |
 //! | [`distinct`] | `distinct_count_in_window` |
+//! | `delay` | `delay_watermark` |
 
+mod delay;
 pub mod distinct;
 pub mod session;
 pub mod window_aggregate;

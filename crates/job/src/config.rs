@@ -1,0 +1,369 @@
+//! The job file: built-in defaults, then a TOML file, then `CLICKPULSE__SECTION__KEY`
+//! environment variables, then command-line flags (applied by the caller). Unknown keys and bad
+//! values are errors that name the key.
+
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use figment::Figment;
+use figment::providers::{Env, Format, Serialized, Toml};
+use serde::{Deserialize, Serialize};
+
+/// A job-file problem; the message names the key.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    /// The file named with `--config` does not exist.
+    #[error("job file {0} does not exist")]
+    Missing(PathBuf),
+    /// A key is unknown or its value has the wrong type (figment's message names the key).
+    #[error("job configuration: {0}")]
+    Invalid(String),
+    /// A value is out of range or inconsistent with another.
+    #[error("job configuration: `{key}` {reason}")]
+    Value {
+        /// The key, as `section.key`.
+        key: String,
+        /// What is wrong.
+        reason: String,
+    },
+}
+
+/// The whole job configuration. Every field has a default, so an empty file is a valid job.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct JobConfig {
+    /// How the engine runs.
+    pub engine: EngineConfig,
+    /// Where clicks come from.
+    pub input: InputConfig,
+    /// Window sizes and limits of the standard streams.
+    pub streams: StreamsConfig,
+    /// The visitor-history table `segments` joins with.
+    pub history: HistoryConfig,
+    /// Where results go besides the WebSocket hub.
+    pub output: OutputConfig,
+}
+
+/// `[engine]`
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct EngineConfig {
+    /// Micro-batch interval. Default = "1s".
+    #[serde(with = "humantime_serde")]
+    pub batch_interval: Duration,
+    /// Worker threads. Default = 2.
+    pub workers: usize,
+    /// Most records one batch takes from one partition. Default = 200000.
+    pub max_records_per_partition: usize,
+}
+
+impl Default for EngineConfig {
+    fn default() -> Self {
+        EngineConfig {
+            batch_interval: Duration::from_secs(1),
+            workers: 2,
+            max_records_per_partition: 200_000,
+        }
+    }
+}
+
+/// `[input]`
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct InputConfig {
+    /// Directory of the embedded log. Default = "clickpulse-data/log".
+    pub log: PathBuf,
+    /// Topic holding the clicks. Default = "clicks".
+    pub topic: String,
+    /// Partitions when the topic is created. Default = 4.
+    pub partitions: u32,
+    /// Read from Kafka instead of the embedded log: `kafka://HOST:PORT/TOPIC`. Default: unset.
+    pub kafka: Option<String>,
+    /// How far behind the highest event time seen a click may be and still count. Default = "0s".
+    #[serde(with = "humantime_serde")]
+    pub allowed_lateness: Duration,
+    /// How long a partition may go without clicks before it stops holding the watermark back.
+    /// Default = "5s".
+    #[serde(with = "humantime_serde")]
+    pub idle_timeout: Duration,
+}
+
+impl Default for InputConfig {
+    fn default() -> Self {
+        InputConfig {
+            log: PathBuf::from("clickpulse-data/log"),
+            topic: "clicks".into(),
+            partitions: 4,
+            kafka: None,
+            allowed_lateness: Duration::ZERO,
+            idle_timeout: Duration::from_secs(5),
+        }
+    }
+}
+
+/// `[streams]`
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct StreamsConfig {
+    /// `page_views` tumbling window. Default = "1s".
+    #[serde(with = "humantime_serde")]
+    pub page_views_window: Duration,
+    /// `page_views_30s` window length. Default = "30s".
+    #[serde(with = "humantime_serde")]
+    pub page_views_30s_window: Duration,
+    /// `page_views_30s` slide. Default = "5s".
+    #[serde(with = "humantime_serde")]
+    pub page_views_30s_slide: Duration,
+    /// Urls per `top_pages` window. Default = 10.
+    pub top_n: usize,
+    /// A session ends after this long without a click. Default = "30m".
+    #[serde(with = "humantime_serde")]
+    pub session_gap: Duration,
+    /// `active_visitors` tumbling window. Default = "1m".
+    #[serde(with = "humantime_serde")]
+    pub active_visitors_window: Duration,
+    /// `segments` tumbling window (by the session's last click). Default = "1m".
+    #[serde(with = "humantime_serde")]
+    pub segments_window: Duration,
+    /// `trending` window, compared with the window before it. Default = "1m".
+    #[serde(with = "humantime_serde")]
+    pub trending_window: Duration,
+    /// Items per kind and `trending` window. Default = 10.
+    pub trending_top: usize,
+}
+
+impl Default for StreamsConfig {
+    fn default() -> Self {
+        StreamsConfig {
+            page_views_window: Duration::from_secs(1),
+            page_views_30s_window: Duration::from_secs(30),
+            page_views_30s_slide: Duration::from_secs(5),
+            top_n: 10,
+            session_gap: Duration::from_secs(30 * 60),
+            active_visitors_window: Duration::from_secs(60),
+            segments_window: Duration::from_secs(60),
+            trending_window: Duration::from_secs(60),
+            trending_top: 10,
+        }
+    }
+}
+
+/// `[history]`: the visitor-history table. With neither `csv` nor `postgres`, the demo table is
+/// generated in memory (see [`crate::history::demo_history`]).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct HistoryConfig {
+    /// A CSV file with header `visitor_id,lifetime_visits,segment`. Default: unset.
+    pub csv: Option<PathBuf>,
+    /// A PostgreSQL connection string (`postgresql://user@host/db`). Default: unset.
+    pub postgres: Option<String>,
+    /// The PostgreSQL table (columns visitor_id, lifetime_visits, segment). Default = "visitor_history".
+    pub table: String,
+    /// How often the table is reloaded. Default = "5m".
+    #[serde(with = "humantime_serde")]
+    pub reload: Duration,
+}
+
+impl Default for HistoryConfig {
+    fn default() -> Self {
+        HistoryConfig {
+            csv: None,
+            postgres: None,
+            table: "visitor_history".into(),
+            reload: Duration::from_secs(300),
+        }
+    }
+}
+
+/// `[output]`
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct OutputConfig {
+    /// Write each stream's batches as JSON Lines under this directory. Default: unset (no files).
+    pub dir: Option<PathBuf>,
+    /// Also write results to Kafka: `kafka://HOST:PORT` (topics `clickpulse.<stream>`). Default: unset.
+    pub kafka: Option<String>,
+}
+
+impl JobConfig {
+    /// Defaults, then `file` (when given), then `CLICKPULSE__SECTION__KEY` variables; validated.
+    ///
+    /// # Errors
+    /// [`ConfigError`] naming the file or the key.
+    ///
+    /// # Examples
+    /// ```
+    /// use std::io::Write;
+    /// use clickpulse_job::JobConfig;
+    /// let mut f = tempfile::NamedTempFile::new().unwrap();
+    /// writeln!(f, "[streams]\ntop_n = 5\nsession_gap = \"10m\"").unwrap();
+    /// let cfg = JobConfig::load(Some(f.path())).unwrap();
+    /// assert_eq!(cfg.streams.top_n, 5);
+    /// assert_eq!(cfg.streams.session_gap.as_secs(), 600);
+    ///
+    /// writeln!(f, "[streams]\ntop_m = 5").unwrap();
+    /// let err = JobConfig::load(Some(f.path())).unwrap_err().to_string();
+    /// assert!(err.contains("top_m"), "{err}");
+    /// ```
+    pub fn load(file: Option<&Path>) -> Result<JobConfig, ConfigError> {
+        let mut figment = Figment::from(Serialized::defaults(JobConfig::default()));
+        if let Some(path) = file {
+            if !path.exists() {
+                return Err(ConfigError::Missing(path.to_path_buf()));
+            }
+            figment = figment.merge(Toml::file_exact(path));
+        }
+        figment = figment.merge(Env::prefixed("CLICKPULSE__").split("__"));
+        let cfg: JobConfig = figment
+            .extract()
+            .map_err(|e| ConfigError::Invalid(e.to_string()))?;
+        cfg.validate()?;
+        Ok(cfg)
+    }
+
+    /// Checks ranges and relations between values.
+    ///
+    /// # Errors
+    /// [`ConfigError::Value`] naming the first offending key.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        let bad = |key: &str, reason: String| {
+            Err(ConfigError::Value {
+                key: key.into(),
+                reason,
+            })
+        };
+        let e = &self.engine;
+        if e.batch_interval < Duration::from_millis(1) {
+            return bad("engine.batch_interval", "must be at least 1ms".into());
+        }
+        if e.workers == 0 {
+            return bad("engine.workers", "must be at least 1".into());
+        }
+        if e.max_records_per_partition == 0 {
+            return bad(
+                "engine.max_records_per_partition",
+                "must be at least 1".into(),
+            );
+        }
+        if self.input.partitions == 0 {
+            return bad("input.partitions", "must be at least 1".into());
+        }
+        let s = &self.streams;
+        for (key, d) in [
+            ("streams.page_views_window", s.page_views_window),
+            ("streams.page_views_30s_window", s.page_views_30s_window),
+            ("streams.page_views_30s_slide", s.page_views_30s_slide),
+            ("streams.session_gap", s.session_gap),
+            ("streams.active_visitors_window", s.active_visitors_window),
+            ("streams.segments_window", s.segments_window),
+            ("streams.trending_window", s.trending_window),
+        ] {
+            if d < Duration::from_millis(1) {
+                return bad(key, format!("is {d:?}; must be at least 1ms"));
+            }
+        }
+        if s.page_views_30s_window.as_millis() % s.page_views_30s_slide.as_millis() != 0 {
+            return bad(
+                "streams.page_views_30s_window",
+                "must be a multiple of streams.page_views_30s_slide".into(),
+            );
+        }
+        if s.top_n == 0 || s.trending_top == 0 {
+            return bad(
+                "streams.top_n",
+                "and streams.trending_top must be at least 1".into(),
+            );
+        }
+        if self.history.csv.is_some() && self.history.postgres.is_some() {
+            return bad(
+                "history.csv",
+                "and history.postgres are both set; choose one".into(),
+            );
+        }
+        if !valid_table_name(&self.history.table) {
+            return bad(
+                "history.table",
+                "must be a plain (optionally schema-qualified) identifier".into(),
+            );
+        }
+        Ok(())
+    }
+}
+
+/// Letters, digits, `_`, one optional `schema.` prefix: safe to splice into SQL.
+pub(crate) fn valid_table_name(name: &str) -> bool {
+    let parts: Vec<&str> = name.split('.').collect();
+    parts.len() <= 2
+        && parts.iter().all(|p| {
+            !p.is_empty()
+                && p.chars().all(|c| c.is_ascii_alphanumeric() || c == '_')
+                && !p.starts_with(|c: char| c.is_ascii_digit())
+        })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn defaults_are_valid_and_match_the_design() {
+        let cfg = JobConfig::default();
+        cfg.validate().unwrap();
+        assert_eq!(cfg.streams.page_views_30s_window, Duration::from_secs(30));
+        assert_eq!(cfg.streams.page_views_30s_slide, Duration::from_secs(5));
+        assert_eq!(cfg.streams.session_gap, Duration::from_secs(1800));
+        assert_eq!(cfg.streams.top_n, 10);
+    }
+
+    #[test]
+    fn bad_values_name_their_key() {
+        let mut cfg = JobConfig::default();
+        cfg.streams.page_views_30s_slide = Duration::from_secs(7);
+        let err = cfg.validate().unwrap_err().to_string();
+        assert!(err.contains("streams.page_views_30s_window"), "{err}");
+
+        let mut cfg = JobConfig::default();
+        cfg.engine.workers = 0;
+        assert!(
+            cfg.validate()
+                .unwrap_err()
+                .to_string()
+                .contains("engine.workers")
+        );
+
+        let mut cfg = JobConfig::default();
+        cfg.history.table = "x; drop table y".into();
+        assert!(
+            cfg.validate()
+                .unwrap_err()
+                .to_string()
+                .contains("history.table")
+        );
+    }
+
+    #[test]
+    fn wrong_types_and_missing_files_are_errors() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("job.toml");
+        std::fs::write(&path, "[engine]\nworkers = \"two\"\n").unwrap();
+        let err = JobConfig::load(Some(&path)).unwrap_err().to_string();
+        assert!(err.contains("workers"), "{err}");
+        std::fs::write(&path, "[engine]\nbatch_interval = \"soon\"\n").unwrap();
+        let err = JobConfig::load(Some(&path)).unwrap_err().to_string();
+        assert!(err.contains("batch_interval"), "{err}");
+        let missing = dir.path().join("nope.toml");
+        assert!(matches!(
+            JobConfig::load(Some(&missing)),
+            Err(ConfigError::Missing(_))
+        ));
+    }
+
+    #[test]
+    fn table_names() {
+        assert!(valid_table_name("visitor_history"));
+        assert!(valid_table_name("public.visitor_history"));
+        assert!(!valid_table_name("a.b.c"));
+        assert!(!valid_table_name("1abc"));
+        assert!(!valid_table_name(""));
+    }
+}

@@ -1,0 +1,450 @@
+//! The standard clickstream job: seven streams over event time (see the crate docs).
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::sync::Arc;
+use std::time::Duration;
+
+use clickpulse_engine::event_time::Aggregator;
+use clickpulse_engine::source::{DeadLetter, PartitionedSource};
+use clickpulse_engine::{DStream, Data, EngineError, EventTime, Job, Window, Windows};
+use clickpulse_events::ClickEvent;
+use serde::{Deserialize, Serialize};
+
+use crate::config::JobConfig;
+use crate::history::History;
+use crate::outputs::Outputs;
+use crate::rows::{
+    ActiveVisitorsRow, DeadLetterRow, LateRow, PageViewRow, SegmentRow, SessionRow, TopPageRow,
+    TrendingRow,
+};
+
+/// The names of the standard streams, in the order the dashboard lists them.
+pub const STREAMS: [&str; 7] = [
+    "page_views",
+    "page_views_30s",
+    "top_pages",
+    "sessions",
+    "active_visitors",
+    "segments",
+    "trending",
+];
+
+/// The fields of each standard stream's rows (for `/api/streams`).
+pub fn stream_fields(stream: &str) -> &'static [&'static str] {
+    match stream {
+        "page_views" | "page_views_30s" => &["window_start_ms", "window_end_ms", "url", "count"],
+        "top_pages" => &["window_start_ms", "window_end_ms", "rank", "url", "count"],
+        "sessions" => &[
+            "visitor_id",
+            "session_start_ms",
+            "session_end_ms",
+            "clicks",
+            "distinct_urls",
+        ],
+        "active_visitors" => &["window_start_ms", "window_end_ms", "unique_visitors"],
+        "segments" => &[
+            "window_start_ms",
+            "window_end_ms",
+            "segment",
+            "sessions",
+            "clicks",
+        ],
+        "trending" => &[
+            "window_start_ms",
+            "window_end_ms",
+            "kind",
+            "item",
+            "count",
+            "previous_count",
+            "score",
+        ],
+        "late_events" => &["stream", "visitor_id", "ts_ms"],
+        "dead_letters" => &["source", "partition", "offset", "reason", "raw"],
+        _ => &[],
+    }
+}
+
+/// What the job function captures: configuration, outputs, the history table.
+#[derive(Debug, Clone)]
+pub struct StandardJob {
+    /// The configuration.
+    pub config: JobConfig,
+    /// Where results go.
+    pub outputs: Outputs,
+    /// The table `segments` joins with.
+    pub history: Arc<History>,
+}
+
+/// Clicks and distinct urls of a session.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SessionStats {
+    clicks: u64,
+    urls: BTreeSet<String>,
+}
+
+#[derive(Debug, Clone, Copy)]
+struct SessionAgg;
+
+impl Aggregator<(u64, String)> for SessionAgg {
+    type Acc = SessionStats;
+    fn init(&self) -> SessionStats {
+        SessionStats::default()
+    }
+    fn add(&self, acc: &mut SessionStats, (_, url): (u64, String)) {
+        acc.clicks += 1;
+        acc.urls.insert(url);
+    }
+    fn merge(&self, acc: &mut SessionStats, other: SessionStats) {
+        acc.clicks += other.clicks;
+        acc.urls.extend(other.urls);
+    }
+}
+
+/// Sessions and clicks, summed.
+#[derive(Debug, Clone, Copy)]
+struct SegmentAgg;
+
+impl Aggregator<(u64, u64)> for SegmentAgg {
+    type Acc = (u64, u64);
+    fn init(&self) -> (u64, u64) {
+        (0, 0)
+    }
+    fn add(&self, acc: &mut (u64, u64), (_, clicks): (u64, u64)) {
+        acc.0 += 1;
+        acc.1 += clicks;
+    }
+    fn merge(&self, acc: &mut (u64, u64), other: (u64, u64)) {
+        acc.0 += other.0;
+        acc.1 += other.1;
+    }
+}
+
+/// Counts per pane (window-sized slice of time), for comparing a window with the one before.
+#[derive(Debug, Clone, Copy)]
+struct PaneCounts {
+    pane_ms: u64,
+}
+
+impl Aggregator<u64> for PaneCounts {
+    type Acc = BTreeMap<u64, u64>;
+    fn init(&self) -> BTreeMap<u64, u64> {
+        BTreeMap::new()
+    }
+    fn add(&self, acc: &mut BTreeMap<u64, u64>, ts: u64) {
+        *acc.entry(ts / self.pane_ms).or_default() += 1;
+    }
+    fn merge(&self, acc: &mut BTreeMap<u64, u64>, other: BTreeMap<u64, u64>) {
+        for (pane, n) in other {
+            *acc.entry(pane).or_default() += n;
+        }
+    }
+}
+
+fn ms(d: Duration) -> u64 {
+    u64::try_from(d.as_millis()).unwrap_or(u64::MAX)
+}
+
+fn window_of(w: &Window) -> Option<(u64, u64)> {
+    Some((w.start_ms, w.end_ms))
+}
+
+/// The trending kind and item of a click, if it has one.
+fn trending_item(e: &ClickEvent) -> Option<(String, String)> {
+    match e.event_type() {
+        "page_view" => Some(("page".into(), e.url.clone())),
+        "add_to_cart" => e.product.clone().map(|p| ("product".into(), p)),
+        "search" => e.query.clone().map(|q| ("search".into(), q)),
+        _ => None,
+    }
+}
+
+impl StandardJob {
+    /// Builds the seven standard streams over `source` on one worker, with their outputs.
+    ///
+    /// # Errors
+    /// [`EngineError`] for an invalid window setting or a source that cannot be opened.
+    pub fn build<'s, S>(&self, job: &mut Job<'s>, source: &S) -> Result<(), EngineError>
+    where
+        S: PartitionedSource<Item = ClickEvent> + Clone,
+    {
+        let cfg = &self.config;
+        let event_time = EventTime::new(|e: &ClickEvent| e.ts_ms)
+            .allowed_lateness(cfg.input.allowed_lateness)
+            .idle_timeout(cfg.input.idle_timeout);
+        let (clicks, dead) = job.source_with_dead_letters(source, Some(event_time))?;
+        self.dead_letters(&dead);
+        self.page_views(&clicks)?;
+        self.sessions_and_segments(&clicks)?;
+        self.active_visitors(&clicks)?;
+        self.trending(&clicks)?;
+        Ok(())
+    }
+
+    fn late<V: Data>(
+        &self,
+        stream: &'static str,
+        late: &DStream<'_, (String, V)>,
+        ts: fn(&V) -> u64,
+    ) {
+        let out = self.outputs.clone();
+        late.map(move |(visitor_id, v)| LateRow {
+            stream: stream.to_string(),
+            visitor_id,
+            ts_ms: ts(&v),
+        })
+        .foreach_batch(move |info, mut rows| {
+            if !rows.is_empty() {
+                rows.sort();
+                out.publish("late_events", info.batch, &rows, |_| None);
+            }
+        });
+    }
+
+    fn dead_letters(&self, dead: &DStream<'_, DeadLetter>) {
+        let out = self.outputs.clone();
+        dead.foreach_batch(move |info, rows| {
+            if rows.is_empty() {
+                return;
+            }
+            let mut rows: Vec<DeadLetterRow> = rows
+                .into_iter()
+                .map(|d| DeadLetterRow {
+                    source: d.source,
+                    partition: d.partition,
+                    offset: d.offset,
+                    reason: d.reason,
+                    raw: String::from_utf8_lossy(&d.raw).into_owned(),
+                })
+                .collect();
+            rows.sort();
+            out.publish("dead_letters", info.batch, &rows, |_| None);
+        });
+    }
+
+    fn page_views(&self, clicks: &DStream<'_, ClickEvent>) -> Result<(), EngineError> {
+        let s = &self.config.streams;
+        // Keyed by url; the visitor rides along for the late stream.
+        let views = clicks
+            .filter(|e| e.event_type() == "page_view")
+            .map(|e| (e.url, (e.ts_ms, e.visitor_id)));
+        let ts = |v: &(u64, String)| v.0;
+        let per_second =
+            views.count_by_key_in_window(Windows::tumbling(s.page_views_window)?, ts)?;
+        self.publish_page_views("page_views", &per_second.output);
+        let sliding = Windows::sliding(s.page_views_30s_window, s.page_views_30s_slide)?;
+        let per_30s = views.count_by_key_in_window(sliding, ts)?;
+        self.publish_page_views("page_views_30s", &per_30s.output);
+        for (stream, late) in [
+            ("page_views", per_second.late),
+            ("page_views_30s", per_30s.late),
+        ] {
+            self.late(stream, &late.map(|(_url, (t, v))| (v, t)), |t| *t);
+        }
+
+        let top = per_30s
+            .output
+            .map(|(url, w, count)| (w, (url, count)))
+            .top_n_by_key(s.top_n, |v: &(String, u64)| v.1);
+        let out = self.outputs.clone();
+        top.foreach_batch(move |info, rows| {
+            let mut rows: Vec<TopPageRow> = rows
+                .into_iter()
+                .map(|(w, (rank, (url, count)))| TopPageRow {
+                    window_start_ms: w.start_ms,
+                    window_end_ms: w.end_ms,
+                    rank,
+                    url,
+                    count,
+                })
+                .collect();
+            if !rows.is_empty() {
+                rows.sort_by_key(|r| (r.window_start_ms, r.rank));
+                out.publish("top_pages", info.batch, &rows, |r| {
+                    Some((r.window_start_ms, r.window_end_ms))
+                });
+            }
+        });
+        Ok(())
+    }
+
+    fn publish_page_views(
+        &self,
+        stream: &'static str,
+        counts: &DStream<'_, (String, Window, u64)>,
+    ) {
+        let out = self.outputs.clone();
+        counts.foreach_batch(move |info, rows| {
+            let mut rows: Vec<PageViewRow> = rows
+                .into_iter()
+                .map(|(url, w, count)| PageViewRow {
+                    window_start_ms: w.start_ms,
+                    window_end_ms: w.end_ms,
+                    url,
+                    count,
+                })
+                .collect();
+            if !rows.is_empty() {
+                rows.sort();
+                out.publish(stream, info.batch, &rows, |r| {
+                    window_of(&Window {
+                        start_ms: r.window_start_ms,
+                        end_ms: r.window_end_ms,
+                    })
+                });
+            }
+        });
+    }
+
+    fn sessions_and_segments(&self, clicks: &DStream<'_, ClickEvent>) -> Result<(), EngineError> {
+        let s = &self.config.streams;
+        let sessions = clicks
+            .map(|e| (e.visitor_id, (e.ts_ms, e.url)))
+            .session_by_key(s.session_gap, |v: &(u64, String)| v.0, SessionAgg)?;
+        self.late("sessions", &sessions.late, |v: &(u64, String)| v.0);
+        let out = self.outputs.clone();
+        sessions.output.foreach_batch(move |info, rows| {
+            let mut rows: Vec<SessionRow> = rows
+                .into_iter()
+                .map(|(visitor_id, session, stats)| SessionRow {
+                    visitor_id,
+                    session_start_ms: session.start_ms,
+                    session_end_ms: session.end_ms,
+                    clicks: stats.clicks,
+                    distinct_urls: stats.urls.len() as u64,
+                })
+                .collect();
+            if !rows.is_empty() {
+                rows.sort_by(|a, b| {
+                    (a.session_end_ms, &a.visitor_id).cmp(&(b.session_end_ms, &b.visitor_id))
+                });
+                out.publish("sessions", info.batch, &rows, |r| {
+                    Some((r.session_start_ms, r.session_end_ms))
+                });
+            }
+        });
+
+        // A session closes once the watermark passes its last click plus the gap: windows over the
+        // last click must wait that long too, or every session would be late for them.
+        let history = Arc::clone(&self.history);
+        let by_segment = sessions.output.delay_watermark(s.session_gap)?.map(
+            move |(visitor, session, stats)| {
+                (history.segment_of(&visitor), (session.end_ms, stats.clicks))
+            },
+        );
+        let segments = by_segment.aggregate_by_key_in_window(
+            Windows::tumbling(s.segments_window)?,
+            |v: &(u64, u64)| v.0,
+            SegmentAgg,
+        )?;
+        let out = self.outputs.clone();
+        segments.output.foreach_batch(move |info, rows| {
+            let mut rows: Vec<SegmentRow> = rows
+                .into_iter()
+                .map(|(segment, w, (sessions, clicks))| SegmentRow {
+                    window_start_ms: w.start_ms,
+                    window_end_ms: w.end_ms,
+                    segment,
+                    sessions,
+                    clicks,
+                })
+                .collect();
+            if !rows.is_empty() {
+                rows.sort();
+                out.publish("segments", info.batch, &rows, |r| {
+                    Some((r.window_start_ms, r.window_end_ms))
+                });
+            }
+        });
+        Ok(())
+    }
+
+    fn active_visitors(&self, clicks: &DStream<'_, ClickEvent>) -> Result<(), EngineError> {
+        let window = Windows::tumbling(self.config.streams.active_visitors_window)?;
+        let active = clicks
+            .map(|e| (e.visitor_id, e.ts_ms))
+            .distinct_count_in_window(window, |t: &u64| *t)?;
+        self.late("active_visitors", &active.late, |t: &u64| *t);
+        let out = self.outputs.clone();
+        active.output.foreach_batch(move |info, rows| {
+            let mut rows: Vec<ActiveVisitorsRow> = rows
+                .into_iter()
+                .map(|(w, n)| ActiveVisitorsRow {
+                    window_start_ms: w.start_ms,
+                    window_end_ms: w.end_ms,
+                    unique_visitors: n,
+                })
+                .collect();
+            if !rows.is_empty() {
+                rows.sort();
+                out.publish("active_visitors", info.batch, &rows, |r| {
+                    Some((r.window_start_ms, r.window_end_ms))
+                });
+            }
+        });
+        Ok(())
+    }
+
+    fn trending(&self, clicks: &DStream<'_, ClickEvent>) -> Result<(), EngineError> {
+        let s = &self.config.streams;
+        let pane_ms = ms(s.trending_window);
+        // A window of two panes sliding by one: it closes exactly when its second pane (the
+        // current window) closes, holding the previous window's count beside the current one.
+        let pairs = Windows::sliding(s.trending_window * 2, s.trending_window)?;
+        let counts = clicks
+            .flat_map(|e| trending_item(&e).map(|item| (item, e.ts_ms)))
+            .aggregate_by_key_in_window(pairs, |t: &u64| *t, PaneCounts { pane_ms })?;
+        let top = counts
+            .output
+            .flat_map(move |((kind, item), w, panes)| {
+                let first = w.start_ms / pane_ms;
+                let previous = panes.get(&first).copied().unwrap_or(0);
+                let count = panes.get(&(first + 1)).copied().unwrap_or(0);
+                let score = i64::try_from(count).unwrap_or(i64::MAX)
+                    - i64::try_from(previous).unwrap_or(i64::MAX);
+                let current = Window {
+                    start_ms: w.start_ms + pane_ms,
+                    end_ms: w.end_ms,
+                };
+                (score > 0).then_some(((current, kind), (item, count, previous, score)))
+            })
+            .top_n_by_key(s.trending_top, |v: &(String, u64, u64, i64)| v.3);
+        let out = self.outputs.clone();
+        top.foreach_batch(move |info, rows| {
+            let mut rows: Vec<TrendingRow> = rows
+                .into_iter()
+                .map(
+                    |((w, kind), (_rank, (item, count, previous_count, score)))| TrendingRow {
+                        window_start_ms: w.start_ms,
+                        window_end_ms: w.end_ms,
+                        kind,
+                        item,
+                        count,
+                        previous_count,
+                        score,
+                    },
+                )
+                .collect();
+            if !rows.is_empty() {
+                rows.sort_by(|a, b| {
+                    (
+                        a.window_start_ms,
+                        &a.kind,
+                        std::cmp::Reverse(a.score),
+                        &a.item,
+                    )
+                        .cmp(&(
+                            b.window_start_ms,
+                            &b.kind,
+                            std::cmp::Reverse(b.score),
+                            &b.item,
+                        ))
+                });
+                out.publish("trending", info.batch, &rows, |r| {
+                    Some((r.window_start_ms, r.window_end_ms))
+                });
+            }
+        });
+        let _ = counts.late;
+        Ok(())
+    }
+}
