@@ -262,7 +262,7 @@ impl JobConfig {
                 return bad(key, format!("is {d:?}; must be at least 1ms"));
             }
         }
-        if s.page_views_30s_window.as_millis() % s.page_views_30s_slide.as_millis() != 0 {
+        if !s.page_views_30s_window.as_millis().is_multiple_of(s.page_views_30s_slide.as_millis()) {
             return bad(
                 "streams.page_views_30s_window",
                 "must be a multiple of streams.page_views_30s_slide".into(),

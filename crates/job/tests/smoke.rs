@@ -9,7 +9,7 @@ use clickpulse_job::history::{History, demo_history};
 use clickpulse_job::{JobConfig, MemorySink, Outputs, STREAMS, StandardJob};
 
 fn slice(n: usize, partitions: u32) -> Vec<Vec<Vec<ClickEvent>>> {
-    let stream = msnbc::load(msnbc::default_msnbc_path()).unwrap();
+    let stream = msnbc::load(msnbc::default_msnbc_path()).expect("the MSNBC data set is in data/");
     let mut parts: Vec<Vec<ClickEvent>> = vec![Vec::new(); partitions as usize];
     for e in stream.iter().take(n) {
         parts[partition_for(&e.visitor_id, partitions) as usize].push(e);
