@@ -310,8 +310,23 @@ impl Partition {
 
     // ----- reading ---------------------------------------------------------------------------
 
-    /// Reads up to `max_records` records from `from`, all from one segment.
+    /// Reads up to `max_records` records from `from`; fewer only when the end is reached.
+    ///
+    /// Errors met after some records were read end the read early instead: the next read
+    /// starts there and reports them.
     pub fn read(&self, from: u64, max_records: usize) -> Result<Records> {
+        let mut records = self.read_step(from, max_records)?;
+        while records.len() < max_records && !records.is_empty() {
+            match self.read_step(records.next_offset(), max_records - records.len()) {
+                Ok(more) if !more.is_empty() => records.extend(more),
+                Ok(_) | Err(_) => break,
+            }
+        }
+        Ok(records)
+    }
+
+    /// One read: records from one buffer of one segment.
+    fn read_step(&self, from: u64, max_records: usize) -> Result<Records> {
         if self.writer.is_none() {
             return self.read_detached(from, max_records);
         }

@@ -15,10 +15,11 @@ pub struct Record<'a> {
     pub value: &'a [u8],
 }
 
-/// Consecutive records of one partition, read with one `pread(2)`.
+/// Consecutive records of one partition, as returned by a read.
 ///
-/// The records live in a single buffer; iterating hands out [`Record`]s that borrow from it, so
-/// a read allocates once, not once per record.
+/// The records live in the buffers the read filled (one `pread(2)` each, usually one buffer);
+/// iterating hands out [`Record`]s that borrow from them, so a read allocates per buffer, not
+/// per record.
 ///
 /// # Examples
 ///
@@ -39,13 +40,19 @@ pub struct Record<'a> {
 /// ```
 #[derive(Debug, Clone, Default)]
 pub struct Records {
-    buf: Vec<u8>,
-    spans: Vec<Span>,
+    chunks: Vec<Chunk>,
     first_offset: u64,
     len: usize,
 }
 
-/// The part of one batch's payload, inside `Records::buf`, that a read returns.
+/// One buffer read from a segment and the batch payloads in it that a read returns.
+#[derive(Debug, Clone, Default)]
+struct Chunk {
+    buf: Vec<u8>,
+    spans: Vec<Span>,
+}
+
+/// The part of one batch's payload, inside a chunk's buffer, that a read returns.
 #[derive(Debug, Clone, Copy)]
 pub(crate) struct Span {
     /// Payload start in the buffer.
@@ -73,12 +80,27 @@ impl Records {
 
     pub(crate) fn new(buf: Vec<u8>, spans: Vec<Span>, first_offset: u64) -> Self {
         let len = spans.iter().map(|s| s.take as usize).sum();
+        let chunks = if len == 0 {
+            Vec::new()
+        } else {
+            vec![Chunk { buf, spans }]
+        };
         Records {
-            buf,
-            spans,
+            chunks,
             first_offset,
             len,
         }
+    }
+
+    /// Appends `more`, which must start at `self.next_offset()`.
+    pub(crate) fn extend(&mut self, more: Records) {
+        debug_assert_eq!(
+            more.first_offset,
+            self.next_offset(),
+            "records must be contiguous"
+        );
+        self.len += more.len;
+        self.chunks.extend(more.chunks);
     }
 
     /// Number of records.
@@ -104,8 +126,9 @@ impl Records {
     /// Iterates the records in offset order.
     pub fn iter(&self) -> RecordsIter<'_> {
         RecordsIter {
-            buf: &self.buf,
-            spans: self.spans.iter(),
+            chunks: self.chunks.iter(),
+            buf: &[],
+            spans: [].iter(),
             current: None,
         }
     }
@@ -123,22 +146,35 @@ impl<'a> IntoIterator for &'a Records {
 /// Iterator over [`Records`]; see [`Records::iter`].
 #[derive(Debug, Clone)]
 pub struct RecordsIter<'a> {
+    chunks: std::slice::Iter<'a, Chunk>,
     buf: &'a [u8],
     spans: std::slice::Iter<'a, Span>,
     current: Option<std::iter::Take<RecordIter<'a>>>,
 }
 
 impl<'a> RecordsIter<'a> {
-    fn open(&self, span: &Span) -> std::iter::Take<RecordIter<'a>> {
-        // The payload was verified (checksum and framing) when it was read, so the range exists
-        // and the records parse; a failure here only shortens the iteration.
-        let payload = self.buf.get(span.start..span.end).unwrap_or_default();
-        let mut records = RecordIter::new(payload, span.base_offset, span.count);
-        if span.skip > 0 {
-            records.nth(span.skip as usize - 1);
+    /// The records of the next span, moving to the next chunk when needed.
+    fn next_span(&mut self) -> Option<std::iter::Take<RecordIter<'a>>> {
+        loop {
+            if let Some(span) = self.spans.next() {
+                return Some(open(self.buf, span));
+            }
+            let chunk = self.chunks.next()?;
+            self.buf = &chunk.buf;
+            self.spans = chunk.spans.iter();
         }
-        records.take(span.take as usize)
     }
+}
+
+/// The records of `span` in `buf`. The payload was verified (checksum and framing) when it was
+/// read, so the range exists and the records parse; a failure here only shortens the iteration.
+fn open<'a>(buf: &'a [u8], span: &Span) -> std::iter::Take<RecordIter<'a>> {
+    let payload = buf.get(span.start..span.end).unwrap_or_default();
+    let mut records = RecordIter::new(payload, span.base_offset, span.count);
+    if span.skip > 0 {
+        records.nth(span.skip as usize - 1);
+    }
+    records.take(span.take as usize)
 }
 
 impl<'a> Iterator for RecordsIter<'a> {
@@ -154,8 +190,7 @@ impl<'a> Iterator for RecordsIter<'a> {
                     value: raw.value,
                 });
             }
-            let span = self.spans.next()?;
-            self.current = Some(self.open(span));
+            self.current = Some(self.next_span()?);
         }
     }
 }

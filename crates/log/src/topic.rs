@@ -111,9 +111,10 @@ impl Topic {
 
     /// Reads up to `max_records` records of `partition`, starting at offset `from`.
     ///
-    /// A read returns records of one segment, so it can return fewer than `max_records` even
-    /// when more exist; it returns none only at the end. Continue at
-    /// [`Records::next_offset`], or use a [`Reader`], which does that for you.
+    /// Returns fewer than `max_records` records only when it reaches the end of what is
+    /// readable (for a read-only handle: the last complete, valid batch). Continue at
+    /// [`Records::next_offset`], or use a [`Reader`], which does that for you. Damage met after
+    /// some records were read ends the read there; the next read reports it.
     ///
     /// # Errors
     ///

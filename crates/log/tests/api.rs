@@ -93,6 +93,9 @@ fn records_round_trip_across_segment_rolls_and_reopen() {
         assert_eq!(check_all(&topic, 0, 0), 1000);
         assert_eq!(check_all(&topic, 0, 555), 1000);
         assert_eq!(check_all(&topic, 1, 0), 10);
+        let all = topic.read(0, 0, 5000).expect("read across segments");
+        assert_eq!((all.len(), all.next_offset()), (1000, 1000));
+        assert!(all.iter().map(|r| r.offset).eq(0..1000));
     }
     assert!(
         segment_files(dir.path(), "clicks", 0).len() > 5,
