@@ -59,6 +59,8 @@ export class StreamClient {
     this.random = env.random ?? Math.random;
     /** stream → batch id of the last batch message processed. */
     this.lastBatch = new Map();
+    /** The streams of the current connection's subscriptions. */
+    this.subscribed = [];
     this.state = State.CONNECTING;
     this.attempt = 0;
     this.lostAt = null;
@@ -84,7 +86,7 @@ export class StreamClient {
   /** Forgets the resume points and subscribes afresh (used when the server started a new run). */
   resubscribeFresh() {
     this.lastBatch.clear();
-    if (this.state === State.CONNECTED) this.subscribe(this.streams);
+    if (this.state === State.CONNECTED) this.subscribe(this.subscribed);
   }
 
   connect() {
@@ -121,6 +123,7 @@ export class StreamClient {
   }
 
   subscribe(streams) {
+    this.subscribed = streams;
     for (const req of subscribeRequests(streams, this.lastBatch)) this.ws.send(JSON.stringify(req));
   }
 

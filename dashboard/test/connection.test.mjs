@@ -152,4 +152,8 @@ test('the streams the server has are the ones subscribed; a new run forgets resu
   h.sockets[0].open();
   await h.tick();
   assert.deepEqual(h.sockets[0].sent, [{ op: 'subscribe', streams: ['sessions'] }]);
+  h.sockets[0].deliver({ type: 'batch', stream: 'sessions', batch: 5, rows: [] });
+  h.client.resubscribeFresh();
+  assert.deepEqual(h.sockets[0].sent.at(-1), { op: 'subscribe', streams: ['sessions'] }, 'afresh, and only what the server has');
+  assert.equal(h.sockets[0].sent.length, 2);
 });
