@@ -340,3 +340,78 @@ fn run(
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use super::*;
+    use crate::{Batch, Retention};
+
+    /// Polls `done` until it holds or a generous deadline passes (a liveness check of the
+    /// background thread, not a speed test).
+    fn eventually(mut done: impl FnMut() -> bool) -> bool {
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while Instant::now() < deadline {
+            if done() {
+                return true;
+            }
+            std::thread::sleep(Duration::from_millis(5));
+        }
+        false
+    }
+
+    fn batch(len: usize) -> Batch {
+        let mut batch = Batch::new();
+        batch.push(0, b"", &vec![7; len]).expect("push");
+        batch
+    }
+
+    #[test]
+    fn interval_durability_is_synced_by_the_background_thread() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let options =
+            LogOptions::default().durability(Durability::Interval(Duration::from_millis(5)));
+        let log = Log::open(dir.path(), options).expect("open");
+        let topic = log.create_topic("t", 1).expect("topic");
+        topic.append(0, &batch(10)).expect("append");
+        let inner = lock(&log.inner.shared.topics)
+            .get("t")
+            .cloned()
+            .expect("open topic");
+        assert!(eventually(|| !inner.needs_sync()), "never synced");
+    }
+
+    #[test]
+    fn retention_runs_in_the_background() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let options = LogOptions::default()
+            .durability(Durability::None)
+            .segment_bytes(4096)
+            .retention(Retention::forever().max_bytes(8192))
+            .retention_check_interval(Duration::from_millis(5));
+        let log = Log::open(dir.path(), options).expect("open");
+        let topic = log.create_topic("t", 1).expect("topic");
+        for _ in 0..20 {
+            topic.append(0, &batch(2000)).expect("append");
+        }
+        assert!(
+            eventually(|| topic.start_offset(0).is_ok_and(|start| start > 0)),
+            "retention never ran"
+        );
+    }
+
+    #[test]
+    fn dropping_the_log_stops_the_thread_and_releases_the_topics() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let options =
+            LogOptions::default().durability(Durability::Interval(Duration::from_millis(1)));
+        let log = Log::open(dir.path(), options.clone()).expect("open");
+        log.create_topic("t", 1).expect("topic");
+        drop(log);
+        let again = Log::open(dir.path(), options).expect("reopen");
+        again
+            .topic("t")
+            .expect("lock released when the log was dropped");
+    }
+}
