@@ -161,24 +161,39 @@ pub(crate) fn recover(name: &PartitionName<'_>, index_interval: u64) -> Result<R
         .into_iter()
         .map(|(base, path)| Arc::new(Segment::new(base, path)))
         .collect();
-    // Sealed segments were fsynced when rolled (except under Durability::None): check their
-    // headers only; the active one is checked in full. A cut in a sealed segment makes it the
-    // active one, so it is then rescanned in full and the decision taken again.
-    let last = segments.len() - 1;
+    let (mut states, mut full) = scan_all(&segments, index_interval)?;
+    let decision = settle(&segments, &mut states, &mut full, index_interval)?;
+    apply(name, segments, &states, decision)
+}
+
+/// Scans every segment: the active (last) one in full, sealed ones by their headers (they were
+/// fsynced when rolled, except under `Durability::None`). Returns the states and which segments
+/// were checked in full.
+fn scan_all(segments: &[Arc<Segment>], interval: u64) -> Result<(Vec<SegmentState>, Vec<bool>)> {
+    let last = segments.len().saturating_sub(1);
     let mut states = Vec::with_capacity(segments.len());
-    let mut full = vec![false; segments.len()];
+    let mut full = Vec::with_capacity(segments.len());
     for (i, segment) in segments.iter().enumerate() {
         let verify = if i == last {
             Verify::Full
         } else {
             Verify::Header
         };
-        states.push(scan_state(segment, verify, index_interval)?);
+        states.push(scan_state(segment, verify, interval)?);
+        full.push(i == last);
     }
-    if let Some(f) = full.last_mut() {
-        *f = true;
-    }
-    let mut decision = decide(&states);
+    Ok((states, full))
+}
+
+/// Decides, and while the cut falls in a segment checked by headers only — which the cut makes
+/// the active one — checks that segment in full and decides again.
+fn settle(
+    segments: &[Arc<Segment>],
+    states: &mut [SegmentState],
+    full: &mut [bool],
+    interval: u64,
+) -> Result<RecoveryDecision> {
+    let mut decision = decide(states);
     while let RecoveryDecision::Truncate {
         segment: cut,
         defect,
@@ -194,10 +209,11 @@ pub(crate) fn recover(name: &PartitionName<'_>, index_interval: u64) -> Result<R
             break;
         }
         segment.reset_index();
-        *state = scan_state(segment, Verify::Full, index_interval)?;
+        *state = scan_state(segment, Verify::Full, interval)?;
         *verified = true;
         let keep_bytes = state.valid_bytes;
         decision = match decide(states.get(..=cut).unwrap_or_default()) {
+            // Intact in full: the cut stays after it, for the original reason.
             RecoveryDecision::Clean => RecoveryDecision::Truncate {
                 segment: cut,
                 keep_bytes,
@@ -206,7 +222,7 @@ pub(crate) fn recover(name: &PartitionName<'_>, index_interval: u64) -> Result<R
             truncate => truncate,
         };
     }
-    apply(name, segments, &states, decision)
+    Ok(decision)
 }
 
 fn scan_state(segment: &Segment, verify: Verify, interval: u64) -> Result<SegmentState> {

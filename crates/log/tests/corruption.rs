@@ -248,3 +248,21 @@ fn read_only_reader_of_a_damaged_tail_reads_the_prefix_and_changes_nothing() {
     );
     assert_eq!(fs::read(segment).expect("read"), damaged);
 }
+
+#[test]
+fn sealed_segment_that_becomes_active_is_checked_in_full() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    log_with(dir.path(), 50);
+    let files = segments(dir.path());
+    // Segment 0's payload damage would only be found by a read, but the gap after it makes it
+    // the active segment, so recovery checks it in full and cuts at the damage.
+    flip_bit(&files[0], 7 * BATCH + 40 + 3);
+    fs::remove_file(&files[1]).expect("remove");
+    let (_log, topic, report) = recover(dir.path());
+    assert_eq!(report.defect, Defect::PayloadChecksum);
+    assert_eq!((&report.segment, report.position), (&files[0], 7 * BATCH));
+    assert_eq!(report.deleted_segments, vec![files[2].clone()]);
+    assert_intact_prefix(&topic, 7 * RECORDS);
+    drop((_log, topic));
+    assert_reopens_cleanly(dir.path(), 7 * RECORDS);
+}
