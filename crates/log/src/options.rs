@@ -138,7 +138,13 @@ impl LogOptions {
 
     /// Opens the log for reading only: no writer locks are taken, nothing on disk is changed, and
     /// another process may be appending at the same time. Readers stop at a batch at the tail that
-    /// is incomplete or does not verify yet. Default = false.
+    /// is incomplete or does not verify yet, and see every batch the writer has completely
+    /// written. Default = false.
+    ///
+    /// A reader in another process cannot see the writer's fsyncs: under
+    /// [`Durability::EveryBatch`] it can read a batch in the moment between the writer's
+    /// `write(2)` and its fsync. Only a machine crash in that moment loses such a batch; a crash
+    /// of the writer process does not.
     pub fn read_only(mut self, read_only: bool) -> Self {
         self.read_only = read_only;
         self

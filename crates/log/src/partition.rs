@@ -437,7 +437,7 @@ impl Partition {
             return Err(err);
         }
         let start = self.start_offset()?;
-        let end = self.end.load(Ordering::Acquire);
+        let end = self.end_offset()?;
         Ok(self.out_of_range(from, start, end))
     }
 
