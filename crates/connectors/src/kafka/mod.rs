@@ -1,1 +1,51 @@
-//! Kafka: clicks in and results out, on rdkafka (librdkafka).
+//! Kafka: clicks in and results out, on [rdkafka](https://docs.rs/rdkafka) (librdkafka).
+//!
+//! | part | what it does |
+//! |---|---|
+//! | [`KafkaSource`] | a topic of click events as an engine source; offsets owned by the engine's checkpoints |
+//! | [`KafkaClickWriter`] | click events into a topic (replay, load), partitioned like the embedded log |
+//! | [`KafkaUrl`] | `kafka://HOST:PORT[/TOPIC]` as the CLI takes it |
+//! | [`ensure_topic`] | creates a topic unless it exists (tests, demos, replay into a fresh cluster) |
+//! | [`Error`] | every failure, typed, with [`Error::is_retryable`] |
+//!
+//! # Why librdkafka
+//! It is the Kafka client the other clients are measured against: the complete protocol
+//! (idempotent producer, compression, consumer groups, admin), automatic reconnection, and
+//! per-partition queues, which let each engine worker read its own partitions from one shared
+//! connection. The pure-Rust clients lack some of these (idempotence, partition queues) or are
+//! young. The cost is a C library built from source on the first build (a few minutes).
+//!
+//! # Offsets
+//! The engine owns the source's offsets (they are in its checkpoints): partitions are assigned
+//! explicitly, never through a consumer-group subscription and its rebalances; auto-commit is
+//! off; commits to the consumer group happen only so that lag tools can see progress. See
+//! [`KafkaSource`].
+//!
+//! # Delivery
+//! Producers are idempotent. Brokers such as tansu have no transactions, so results are
+//! at-least-once across a job restart, and exact once de-duplicated by their `batch` header.
+//!
+//! # Example
+//! ```
+//! use clickpulse_connectors::kafka::KafkaUrl;
+//!
+//! let url = KafkaUrl::parse("kafka://127.0.0.1:9092/clicks")?;
+//! assert_eq!((url.brokers().as_str(), url.topic()), ("127.0.0.1:9092", Some("clicks")));
+//! # Ok::<(), clickpulse_connectors::kafka::UrlError>(())
+//! ```
+
+mod client;
+mod dead_letter;
+mod error;
+mod source;
+mod url;
+mod writer;
+
+pub use client::{ClientOptions, ensure_topic};
+pub use dead_letter::{
+    REASON_HEADER, SOURCE_OFFSET_HEADER, SOURCE_PARTITION_HEADER, SOURCE_TOPIC_HEADER,
+};
+pub use error::{Error, Result};
+pub use source::{KafkaSource, KafkaSourceBuilder, KafkaSourceStats};
+pub use url::{DEFAULT_PORT, KafkaUrl, UrlError};
+pub use writer::{KafkaClickWriter, KafkaClickWriterBuilder};

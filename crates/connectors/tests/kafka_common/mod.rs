@@ -1,0 +1,254 @@
+//! A real Kafka-protocol broker for tests: tansu, in memory, on a free port.
+//!
+//! [`Broker::start`] finds the `tansu` binary (`$TANSU`, then `~/.cargo/bin/tansu`, then `PATH`),
+//! starts `tansu broker` on a free 127.0.0.1 port with `memory://` storage and waits until the
+//! port answers; dropping the [`Broker`] kills it. Without a binary the test is skipped with a
+//! message — unless `CI=true`, where a missing broker fails the test.
+//! `scripts/kafka-broker.sh install` installs tansu (~20 min).
+
+#![allow(dead_code, clippy::unwrap_used)]
+
+use std::collections::HashMap;
+use std::net::{TcpListener, TcpStream};
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use rdkafka::ClientConfig;
+use rdkafka::consumer::{BaseConsumer, Consumer};
+use rdkafka::message::{Headers, Message};
+use rdkafka::{Offset, TopicPartitionList};
+
+/// A running tansu broker, killed on drop.
+pub struct Broker {
+    binary: PathBuf,
+    port: u16,
+    child: Option<Child>,
+    log: PathBuf,
+    _dir: tempfile::TempDir,
+}
+
+/// The tansu binary, if one is installed.
+fn find_tansu() -> Option<PathBuf> {
+    if let Some(path) = std::env::var_os("TANSU") {
+        return Some(PathBuf::from(path));
+    }
+    let home = std::env::var_os("CARGO_HOME")
+        .map(PathBuf::from)
+        .or_else(|| std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".cargo")));
+    if let Some(p) = home.map(|h| h.join("bin/tansu")).filter(|p| p.is_file()) {
+        return Some(p);
+    }
+    std::env::var_os("PATH").and_then(|paths| {
+        std::env::split_paths(&paths)
+            .map(|d| d.join("tansu"))
+            .find(|p| p.is_file())
+    })
+}
+
+fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .expect("a free port")
+}
+
+impl Broker {
+    /// Starts a broker, or returns `None` (after saying why) when tansu is not installed and
+    /// `CI` is not `true`.
+    ///
+    /// # Panics
+    /// When tansu is missing under `CI=true`, or does not start.
+    pub fn start(test: &str) -> Option<Broker> {
+        let Some(binary) = find_tansu() else {
+            let why = "no tansu binary ($TANSU, ~/.cargo/bin/tansu or PATH); \
+                       install one with scripts/kafka-broker.sh install (~20 min)";
+            if std::env::var("CI").is_ok_and(|v| v == "true") {
+                panic!("{test}: CI=true and {why}");
+            }
+            eprintln!("SKIPPED {test}: {why}");
+            return None;
+        };
+        let dir = tempfile::tempdir().expect("temp dir");
+        let mut broker = Broker {
+            log: dir.path().join("tansu.log"),
+            binary,
+            port: free_port(),
+            child: None,
+            _dir: dir,
+        };
+        broker.spawn();
+        Some(broker)
+    }
+
+    fn spawn(&mut self) {
+        let url = format!("tcp://127.0.0.1:{}", self.port);
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&self.log)
+            .expect("broker log");
+        let child = Command::new(&self.binary)
+            .args([
+                "broker",
+                "--listener-url",
+                &url,
+                "--advertised-listener-url",
+                &url,
+            ])
+            .args(["--storage-engine", "memory://tansu/"])
+            .env("RUST_LOG", "warn")
+            .stdin(Stdio::null())
+            .stdout(log.try_clone().expect("log"))
+            .stderr(log)
+            .spawn()
+            .expect("tansu starts");
+        self.child = Some(child);
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while TcpStream::connect(("127.0.0.1", self.port)).is_err() {
+            if let Some(status) = self
+                .child
+                .as_mut()
+                .and_then(|c| c.try_wait().ok().flatten())
+            {
+                panic!("tansu exited with {status}: {}", self.log_text());
+            }
+            assert!(
+                Instant::now() < deadline,
+                "tansu did not answer: {}",
+                self.log_text()
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    /// `127.0.0.1:PORT`.
+    pub fn brokers(&self) -> String {
+        format!("127.0.0.1:{}", self.port)
+    }
+
+    /// Kills the broker (SIGKILL: no goodbye to clients). Memory storage: its data is gone.
+    pub fn kill(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+
+    /// Starts the broker again on the same port (empty: memory storage).
+    pub fn restart(&mut self) {
+        self.kill();
+        self.spawn();
+    }
+
+    pub fn log_text(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+}
+
+impl Drop for Broker {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}
+
+/// Creates `topic` with `partitions` partitions.
+pub fn create_topic(brokers: &str, topic: &str, partitions: u32) {
+    clickpulse_connectors::kafka::ensure_topic(brokers, topic, partitions, Duration::from_secs(10))
+        .unwrap_or_else(|e| panic!("create {topic}: {e}"));
+}
+
+/// A record read back, owned.
+#[derive(Debug, Clone)]
+pub struct Record {
+    pub partition: i32,
+    pub offset: i64,
+    pub key: Option<Vec<u8>>,
+    pub value: Vec<u8>,
+    pub headers: HashMap<String, String>,
+}
+
+impl Record {
+    pub fn key_text(&self) -> Option<String> {
+        self.key
+            .as_ref()
+            .map(|k| String::from_utf8_lossy(k).into_owned())
+    }
+
+    pub fn json(&self) -> serde_json::Value {
+        serde_json::from_slice(&self.value).expect("JSON value")
+    }
+}
+
+/// Reads every record of `topic` (all partitions, from the beginning) until `expected` are in or
+/// `timeout` passes.
+pub fn read_all(brokers: &str, topic: &str, expected: usize, timeout: Duration) -> Vec<Record> {
+    let consumer: BaseConsumer = ClientConfig::new()
+        .set("bootstrap.servers", brokers)
+        .set("group.id", format!("test-reader-{topic}"))
+        .set("enable.auto.commit", "false")
+        .create()
+        .expect("consumer");
+    let metadata = consumer
+        .fetch_metadata(Some(topic), Duration::from_secs(10))
+        .expect("metadata");
+    let partitions = metadata.topics()[0].partitions().len() as i32;
+    let mut list = TopicPartitionList::new();
+    for p in 0..partitions {
+        list.add_partition_offset(topic, p, Offset::Beginning)
+            .unwrap();
+    }
+    consumer.assign(&list).expect("assign");
+    let deadline = Instant::now() + timeout;
+    let mut out = Vec::new();
+    while out.len() < expected && Instant::now() < deadline {
+        match consumer.poll(Duration::from_millis(100)) {
+            Some(Ok(m)) => out.push(Record {
+                partition: m.partition(),
+                offset: m.offset(),
+                key: m.key().map(<[u8]>::to_vec),
+                value: m.payload().map(<[u8]>::to_vec).unwrap_or_default(),
+                headers: m
+                    .headers()
+                    .map(|h| {
+                        h.iter()
+                            .map(|h| {
+                                let v = h.value.map(String::from_utf8_lossy).unwrap_or_default();
+                                (h.key.to_string(), v.into_owned())
+                            })
+                            .collect()
+                    })
+                    .unwrap_or_default(),
+            }),
+            Some(Err(e)) => eprintln!("read_all {topic}: {e}"),
+            None => {}
+        }
+    }
+    out
+}
+
+/// A deterministic click stream: `n` clicks of `visitors` visitors over `urls` urls.
+pub fn clicks(n: usize, visitors: usize, urls: usize) -> Vec<clickpulse_events::ClickEvent> {
+    (0..n)
+        .map(|i| {
+            let mut e = clickpulse_events::ClickEvent::page_view(
+                938_476_800_000 + (i as u64) * 7,
+                format!("v{}", (i * 7919) % visitors),
+                format!("/page{}", (i * 31 + i / 3) % urls),
+            );
+            if i % 5 == 0 {
+                e.referrer = Some("https://example.com/".into());
+            }
+            e
+        })
+        .collect()
+}
+
+/// Counts per url, the reference the engine's output is compared with.
+pub fn url_counts(events: &[clickpulse_events::ClickEvent]) -> HashMap<String, u64> {
+    let mut counts = HashMap::new();
+    for e in events {
+        *counts.entry(e.url.clone()).or_insert(0) += 1;
+    }
+    counts
+}
