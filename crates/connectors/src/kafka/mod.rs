@@ -4,8 +4,11 @@
 //! |---|---|
 //! | [`KafkaSource`] | a topic of click events as an engine source; offsets owned by the engine's checkpoints |
 //! | [`KafkaClickWriter`] | click events into a topic (replay, load), partitioned like the embedded log |
+//! | [`KafkaSink`] | result batches into one topic per stream, one record per row, idempotently |
+//! | [`ResultConsumer`] | a result topic read back into [`ResultBatch`](crate::ResultBatch)es, for `serve` |
 //! | [`KafkaUrl`] | `kafka://HOST:PORT[/TOPIC]` as the CLI takes it |
 //! | [`ensure_topic`] | creates a topic unless it exists (tests, demos, replay into a fresh cluster) |
+//! | [`record`] | how a result row is laid out as a record (value, key, headers) |
 //! | [`Error`] | every failure, typed, with [`Error::is_retryable`] |
 //!
 //! # Why librdkafka
@@ -27,16 +30,21 @@
 //!
 //! # Example
 //! ```
-//! use clickpulse_connectors::kafka::KafkaUrl;
+//! use clickpulse_connectors::kafka::{KafkaUrl, KeySpec};
 //!
 //! let url = KafkaUrl::parse("kafka://127.0.0.1:9092/clicks")?;
 //! assert_eq!((url.brokers().as_str(), url.topic()), ("127.0.0.1:9092", Some("clicks")));
+//! let row = serde_json::json!({"url": "/news", "count": 3});
+//! assert_eq!(KeySpec::Auto.key_of(&row).as_deref(), Some("/news"));
 //! # Ok::<(), clickpulse_connectors::kafka::UrlError>(())
 //! ```
 
 mod client;
 mod dead_letter;
 mod error;
+pub mod record;
+mod result_consumer;
+mod sink;
 mod source;
 mod url;
 mod writer;
@@ -46,6 +54,8 @@ pub use dead_letter::{
     REASON_HEADER, SOURCE_OFFSET_HEADER, SOURCE_PARTITION_HEADER, SOURCE_TOPIC_HEADER,
 };
 pub use error::{Error, Result};
+pub use result_consumer::{ResultConsumer, StartFrom};
+pub use sink::{AUTO_KEY_FIELDS, DEFAULT_TOPIC_PREFIX, KafkaSink, KafkaSinkBuilder, KeySpec};
 pub use source::{KafkaSource, KafkaSourceBuilder, KafkaSourceStats};
 pub use url::{DEFAULT_PORT, KafkaUrl, UrlError};
 pub use writer::{KafkaClickWriter, KafkaClickWriterBuilder};

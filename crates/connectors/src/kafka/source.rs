@@ -324,8 +324,8 @@ impl KafkaSourceBuilder {
         self
     }
 
-    /// Makes the source. Nothing is contacted yet: the first [`partitions`]
-    /// (PartitionedSource::partitions) call reaches the cluster.
+    /// Makes the source. Nothing is contacted yet: the first
+    /// [`partitions`](PartitionedSource::partitions) call reaches the cluster.
     ///
     /// # Errors
     /// [`Error::Config`] for an empty broker list, an invalid topic or dead-letter topic, an empty
