@@ -1,0 +1,124 @@
+//! Glue between the engine, the job and the server: results into the hub, batch events into
+//! metrics and the dashboard's streaming panel.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use clickpulse_connectors::{ResultBatch, ResultSink, SinkError};
+use clickpulse_engine::listener::{BatchCompleted, StreamingListener};
+use clickpulse_job::{STREAMS, stream_fields};
+use clickpulse_server::{Hub, Metrics, StreamUpdate};
+
+/// Results into the WebSocket/SSE hub.
+pub struct HubSink {
+    hub: Hub,
+}
+
+impl HubSink {
+    /// Registers the standard streams (and `batches`, `late_events`, `dead_letters`) with `hub`.
+    pub fn new(hub: Hub) -> Self {
+        register_streams(&hub);
+        HubSink { hub }
+    }
+}
+
+/// Registers every stream the standard job publishes.
+pub fn register_streams(hub: &Hub) {
+    let extra = ["late_events", "dead_letters"];
+    for name in STREAMS.iter().chain(extra.iter()) {
+        let fields = stream_fields(name).iter().map(|f| f.to_string()).collect();
+        hub.register_stream(*name, fields);
+    }
+    let batch_fields = [
+        "batch",
+        "input_rows",
+        "processing_ms",
+        "scheduling_delay_ms",
+        "total_delay_ms",
+        "batch_interval_ms",
+    ];
+    hub.register_stream(
+        "batches",
+        batch_fields.iter().map(|f| f.to_string()).collect(),
+    );
+}
+
+impl ResultSink for HubSink {
+    fn name(&self) -> &str {
+        "hub"
+    }
+
+    fn write(&mut self, batch: &ResultBatch) -> Result<(), SinkError> {
+        let mut update = StreamUpdate::new(batch.stream.clone(), batch.batch, batch.rows.clone());
+        if let (Some(s), Some(e)) = (batch.window_start_ms, batch.window_end_ms) {
+            update = update.with_window(s, e);
+        }
+        self.hub.publish(update).map_err(|e| SinkError::Write {
+            sink: "hub".into(),
+            message: e.to_string(),
+        })
+    }
+}
+
+/// Batch events into Prometheus metrics and the `batches` stream.
+pub struct BatchListener {
+    pub hub: Option<Hub>,
+    pub metrics: Arc<Metrics>,
+    pub batch_interval: Duration,
+    last_late: std::sync::atomic::AtomicU64,
+}
+
+impl BatchListener {
+    /// A listener updating `metrics` and, when given, publishing to `hub`.
+    pub fn new(hub: Option<Hub>, metrics: Arc<Metrics>, batch_interval: Duration) -> Self {
+        BatchListener {
+            hub,
+            metrics,
+            batch_interval,
+            last_late: Default::default(),
+        }
+    }
+}
+
+fn ms(d: Duration) -> f64 {
+    d.as_secs_f64() * 1000.0
+}
+
+impl StreamingListener for BatchListener {
+    fn on_batch_completed(&self, e: &BatchCompleted) {
+        self.metrics.add_events_in(e.input_rows);
+        self.metrics.add_bad_lines(e.dead_letters);
+        let previous = self
+            .last_late
+            .swap(e.late_events_total, std::sync::atomic::Ordering::Relaxed);
+        self.metrics
+            .add_late_events(e.late_events_total.saturating_sub(previous));
+        self.metrics
+            .record_batch(e.processing_time, e.scheduling_delay);
+        for (operator, size) in &e.state {
+            self.metrics
+                .set_operator_state(operator, size.keys, size.bytes);
+        }
+        let Some(hub) = &self.hub else { return };
+        let row = serde_json::json!({
+            "batch": e.batch,
+            "input_rows": e.input_rows,
+            "processing_ms": ms(e.processing_time),
+            "scheduling_delay_ms": ms(e.scheduling_delay),
+            "total_delay_ms": ms(e.total_delay),
+            "batch_interval_ms": ms(self.batch_interval),
+        });
+        let update = StreamUpdate::new("batches", e.batch, vec![row]);
+        if let Err(err) = hub.publish(update) {
+            tracing::debug!(error = %err, "could not publish batch stats");
+        }
+    }
+}
+
+/// Peak resident set size of this process, in bytes (Linux `VmHWM`).
+pub fn peak_rss_bytes() -> Option<u64> {
+    let status = std::fs::read_to_string("/proc/self/status").ok()?;
+    let line = status.lines().find(|l| l.starts_with("VmHWM:"))?;
+    let kb: u64 = line.split_whitespace().nth(1)?.parse().ok()?;
+    Some(kb * 1024)
+}
