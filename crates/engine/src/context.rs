@@ -12,7 +12,7 @@ use timely::worker::Worker;
 
 use crate::dstream::JobShared;
 use crate::error::{EngineError, Result};
-use crate::job::{BuiltJob, Job, WorkerReport};
+use crate::job::{BatchTotals, BuiltJob, Job, WorkerReport};
 use crate::listener::{BatchCompleted, BatchSubmitted, StreamingListener};
 use crate::metrics::EngineMetrics;
 use crate::source::{PartitionId, PartitionProgress, SourceSettings};
@@ -270,15 +270,32 @@ impl StreamingContext {
         let guards = timely::execute(config, move |worker| worker_main(worker, &run, &job))
             .map_err(EngineError::Runtime)?;
         let mut summary = RunSummary::default();
+        let mut first_error: Option<EngineError> = None;
         for result in guards.join() {
-            let worker = result.map_err(EngineError::Runtime)??;
-            summary.batches = summary.batches.max(worker.batches);
-            summary.input_rows += worker.input_rows;
-            summary.dead_letters += worker.dead_letters;
+            match result.map_err(EngineError::Runtime).and_then(|r| r) {
+                Ok(worker) => {
+                    summary.batches = summary.batches.max(worker.batches);
+                    summary.input_rows += worker.input_rows;
+                    summary.dead_letters += worker.dead_letters;
+                }
+                // The worker that failed says why; the others only say that one did.
+                Err(e) if first_error.as_ref().is_none_or(is_peer_failure) => first_error = Some(e),
+                Err(_) => {}
+            }
+        }
+        if let Some(e) = first_error {
+            return Err(e);
         }
         summary.late_events = self.metrics.late_events();
         Ok(summary)
     }
+}
+
+/// What a worker returns when another worker failed.
+const PEER_FAILED: &str = "another worker failed; see its error";
+
+fn is_peer_failure(e: &EngineError) -> bool {
+    matches!(e, EngineError::Runtime(m) if m == PEER_FAILED)
 }
 
 struct RunShared {
@@ -342,6 +359,8 @@ where
         in_flight: std::collections::VecDeque::new(),
         summary: RunSummary::default(),
         is_reporter: worker.index() == 0,
+        error: None,
+        failed_seen: false,
     };
     driver.run(worker)
 }
@@ -354,6 +373,8 @@ struct WorkerLoop<'a> {
     in_flight: std::collections::VecDeque<InFlight>,
     summary: RunSummary,
     is_reporter: bool,
+    error: Option<EngineError>,
+    failed_seen: bool,
 }
 
 impl WorkerLoop<'_> {
@@ -361,15 +382,18 @@ impl WorkerLoop<'_> {
         let mut batch: BatchId = 0;
         let bounded = self.run.mode == RunMode::UntilEnd;
         loop {
-            let result = self.one_batch(worker, batch);
-            if let Err(e) = result {
-                self.close();
-                return Err(e);
-            }
+            self.one_batch(worker, batch);
+            // Every worker reads the same reports, so all leave after the same batch.
+            let totals = self
+                .built
+                .totals
+                .borrow_mut()
+                .remove(&batch)
+                .unwrap_or_default();
             batch += 1;
             self.summary.batches = batch;
-            let finished = bounded && self.built.drivers.iter().all(|d| d.finished());
-            if finished || self.run.stop.load(Ordering::SeqCst) {
+            let all_finished = bounded && totals.finished == totals.reports;
+            if all_finished || totals.stop || totals.failed {
                 break;
             }
         }
@@ -379,7 +403,15 @@ impl WorkerLoop<'_> {
             self.report_completed();
         }
         self.report_completed();
-        Ok(self.summary.clone())
+        match self.error.take() {
+            Some(e) => Err(e),
+            None if self.peer_failed() => Err(EngineError::Runtime(PEER_FAILED.into())),
+            None => Ok(self.summary.clone()),
+        }
+    }
+
+    fn peer_failed(&self) -> bool {
+        self.failed_seen
     }
 
     fn close(&mut self) {
@@ -389,7 +421,10 @@ impl WorkerLoop<'_> {
         self.built.reports = None;
     }
 
-    fn one_batch(&mut self, worker: &mut Worker, batch: BatchId) -> Result<()> {
+    /// Runs one batch through the protocol every worker follows: read, report, advance, wait
+    /// until it completed everywhere. A failure is recorded and reported, not returned early, so
+    /// that the other workers learn of it and stop after the same batch.
+    fn one_batch(&mut self, worker: &mut Worker, batch: BatchId) {
         let started = Instant::now();
         self.shared.current_batch.set((batch, Some(started)));
         let nominal =
@@ -399,9 +434,19 @@ impl WorkerLoop<'_> {
         } else {
             Duration::ZERO
         };
-        self.fill(worker, batch, nominal + self.run.interval)?;
+        if self.error.is_none()
+            && let Err(e) = self.fill(worker, batch, nominal + self.run.interval)
+        {
+            tracing::error!(worker = self.shared.worker, error = %e, "worker failed; stopping the job");
+            self.error = Some(e);
+        }
         let read_done = Instant::now();
-        let mut report = WorkerReport::default();
+        let mut report = WorkerReport {
+            finished: self.built.drivers.iter().all(|d| d.finished()),
+            stop: self.run.stop.load(Ordering::SeqCst),
+            failed: self.error.is_some(),
+            ..WorkerReport::default()
+        };
         for d in &mut self.built.drivers {
             let b = d.end_batch(read_done);
             report.rows += b.rows;
@@ -441,7 +486,6 @@ impl WorkerLoop<'_> {
             worker.step_or_park(Some(Duration::from_millis(1)));
         }
         self.report_completed();
-        Ok(())
     }
 
     /// Reads this batch's records: in until-end mode a chunk as fast as possible, in continuous
@@ -481,19 +525,21 @@ impl WorkerLoop<'_> {
             for d in &mut self.built.drivers {
                 d.processed(&done.local_offsets);
             }
+            let totals = self
+                .built
+                .totals
+                .borrow()
+                .get(&done.batch)
+                .cloned()
+                .unwrap_or_default();
+            self.failed_seen |= totals.failed;
             if self.is_reporter {
-                self.notify_completed(&done);
+                self.notify_completed(&done, totals);
             }
         }
     }
 
-    fn notify_completed(&self, done: &InFlight) {
-        let totals = self
-            .built
-            .totals
-            .borrow_mut()
-            .remove(&done.batch)
-            .unwrap_or_default();
+    fn notify_completed(&self, done: &InFlight, totals: BatchTotals) {
         let now = Instant::now();
         let event = BatchCompleted {
             batch: done.batch,

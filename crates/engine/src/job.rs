@@ -6,7 +6,7 @@ use std::rc::Rc;
 use std::sync::Arc;
 
 use serde::{Deserialize, Serialize};
-use timely::dataflow::channels::pact::Exchange;
+use timely::dataflow::channels::pact::Pipeline;
 use timely::dataflow::operators::probe::Probe;
 use timely::dataflow::operators::vec::{Broadcast, Input};
 use timely::dataflow::{InputHandleVec, Scope};
@@ -19,16 +19,35 @@ use crate::source::{
 };
 use crate::time::{BatchClock, BatchId};
 
-/// What one worker read in one batch, gathered on worker 0 for the listeners.
+/// What one worker read in one batch and where it stands. Every worker receives every report,
+/// so all workers take the same decision (stop, fail, finish) after the same batch.
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
 pub(crate) struct WorkerReport {
     pub rows: u64,
     pub dead_letters: u64,
     pub offsets: Vec<PartitionProgress>,
+    /// Every partition of this worker has ended (until-end mode).
+    pub finished: bool,
+    /// A stop was asked for.
+    pub stop: bool,
+    /// This worker failed (its error is returned by `run`).
+    pub failed: bool,
 }
 
-/// Per-batch totals over all workers, filled on worker 0.
-pub(crate) type Totals = Rc<RefCell<BTreeMap<BatchId, WorkerReport>>>;
+/// One batch's reports combined over all workers.
+#[derive(Debug, Clone, Default)]
+pub(crate) struct BatchTotals {
+    pub rows: u64,
+    pub dead_letters: u64,
+    pub offsets: Vec<PartitionProgress>,
+    pub reports: usize,
+    pub finished: usize,
+    pub stop: bool,
+    pub failed: bool,
+}
+
+/// Per-batch totals over all workers, kept on every worker until the loop has read them.
+pub(crate) type Totals = Rc<RefCell<BTreeMap<BatchId, BatchTotals>>>;
 
 /// Builds a job's dataflow on one worker. The job function runs once per worker with its own
 /// `Job`; every worker must build the same dataflow (the engine relies on it), so the function
@@ -61,15 +80,19 @@ impl<'s> Job<'s> {
         let totals: Totals = Rc::default();
         let sink = Rc::clone(&totals);
         batch_unary::<_, (), _, _>(
-            &stream,
-            Exchange::new(|_: &WorkerReport| 0),
+            &stream.broadcast(),
+            Pipeline,
             "BatchReports",
             move |batch, reports, _out| {
-                let mut total = WorkerReport::default();
+                let mut total = BatchTotals::default();
                 for r in reports {
                     total.rows += r.rows;
                     total.dead_letters += r.dead_letters;
                     total.offsets.extend(r.offsets);
+                    total.reports += 1;
+                    total.finished += usize::from(r.finished);
+                    total.stop |= r.stop;
+                    total.failed |= r.failed;
                 }
                 sink.borrow_mut().insert(batch, total);
             },

@@ -444,8 +444,6 @@ fn a_source_whose_open_fails_fails_the_run() {
 /// With two workers partition 1 is opened by worker 1 only: its job function fails while worker
 /// 0 builds its dataflow and runs. The run must still end with the error.
 #[test]
-#[ignore = "engine bug: when the job function fails on some workers only (here a partition's \
-            open), the other workers wait forever and StreamingContext::run never returns"]
 fn a_source_whose_open_fails_on_one_worker_fails_the_run() {
     assert_source_error(
         broken_run(2, Failure::Open),

@@ -394,8 +394,6 @@ fn collect_helper_agrees_with_the_partitioned_runner() {
 /// `transform` documents that `f` sees each whole batch, gathered on worker 0, and is also called
 /// for empty batches: so once per batch, whatever the number of workers.
 #[test]
-#[ignore = "engine bug: transform calls f on every worker (the others with an empty batch), so \
-            output for an empty input is repeated once per worker"]
 fn transform_runs_once_per_batch() {
     let input: Vec<Vec<i32>> = vec![vec![1, 2, 3], vec![]];
     let expected = vec![vec![(0, 3)], vec![(1, 0)]];
@@ -416,9 +414,6 @@ fn transform_runs_once_per_batch() {
 /// dropped"; adding the entering batch is an update too. (With counts, the documented use, the
 /// two readings agree; they differ once a value can fail `keep` on entry.)
 #[test]
-#[ignore = "engine bug (code or doc): keep is applied only after the inverse update of a leaving \
-            batch, so a key whose window value fails keep right after an entering batch is \
-            still emitted"]
 fn reduce_by_key_and_window_inv_applies_keep_after_every_update() {
     let input: Vec<Vec<Rec>> = vec![vec![('a', 0), ('b', 1)], vec![('b', -1)], vec![]];
     let positive = |v: &i32| *v > 0;

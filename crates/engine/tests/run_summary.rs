@@ -191,9 +191,6 @@ fn bounded_run_reports_every_batch_when_worker_0_reads_longest() {
 /// Worker 1 reads the longest partition and still has batches to run after worker 0's
 /// partitions have ended. Every batch must still be reported once, with its rows and offsets.
 #[test]
-#[ignore = "engine bug: listener events come from worker 0's own batch loop, which stops when \
-            worker 0's partitions end; batches other workers run after that get no \
-            on_batch_submitted / on_batch_completed"]
 fn bounded_run_reports_every_batch_when_another_worker_reads_longest() {
     let sizes = vec![vec![2, 0, 3], vec![5, 1, 1, 0, 4], vec![0, 2]];
     for workers in [2, 3] {
@@ -485,8 +482,6 @@ fn until_end_reads_chunks_of_max_records_per_partition() {
 /// `ctx.max_records`" records, and the setting is "the most records one batch takes from one
 /// partition".
 #[test]
-#[ignore = "engine bug: QueueSource's reader ignores PollContext::max_records and hands a whole \
-            queued batch to one engine batch, so max_records_per_partition does not limit it"]
 fn queue_source_honours_max_records_per_partition() {
     let source = QueueSource::from_batches("numbers", vec![vec![1, 2, 3, 4, 5]]);
     let (summary, batches) = batches_of(source, 2);

@@ -116,7 +116,9 @@ impl<'s, K: Key, V: Data> DStream<'s, (K, V)> {
                         Some(prev) => f(prev, v.clone()),
                         None => v.clone(),
                     };
-                    current.insert(k.clone(), merged);
+                    if keep(&merged) {
+                        current.insert(k.clone(), merged);
+                    }
                 }
                 kept.push_back((b, data));
                 while kept.front().is_some_and(|(first, _)| first + w.len <= b) {

@@ -25,12 +25,15 @@ impl<'s, T: Data> DStream<'s, T> {
         &self,
         f: impl Fn(BatchId, Vec<T>) -> Vec<U> + 'static,
     ) -> DStream<'s, U> {
+        let on_worker_zero = self.shared.worker == 0;
         let stream = batch_unary(
             &self.stream,
             Exchange::new(|_: &T| 0),
             "Transform",
             move |b, data, out| {
-                out.extend(f(b, data));
+                if on_worker_zero {
+                    out.extend(f(b, data));
+                }
             },
         );
         self.derive(stream)

@@ -77,6 +77,9 @@ pub(crate) struct TypedSourceDriver<T: Data> {
     watermarks: Option<InputHandleVec<BatchId, WatermarkReport>>,
     partitions: Vec<PartitionState<T>>,
     known_partitions: u32,
+    /// Partitions are opened on the first poll, so that a failure to open one surfaces inside
+    /// the batch protocol that every worker follows, not while the dataflow is being built.
+    opened: bool,
     last_check: Instant,
     metrics: Arc<EngineMetrics>,
     polled: Polled<T>,
@@ -94,7 +97,7 @@ impl<T: Data> TypedSourceDriver<T> {
         metrics: Arc<EngineMetrics>,
     ) -> Result<Self> {
         let name = source.name().to_string();
-        let mut driver = TypedSourceDriver {
+        let driver = TypedSourceDriver {
             source,
             name,
             settings,
@@ -104,12 +107,12 @@ impl<T: Data> TypedSourceDriver<T> {
             watermarks,
             partitions: Vec::new(),
             known_partitions: 0,
+            opened: false,
             last_check: Instant::now(),
             metrics,
             polled: Polled::default(),
             batch: SourceBatch::default(),
         };
-        driver.open_new_partitions()?;
         Ok(driver)
     }
 
@@ -257,6 +260,10 @@ impl<T: Data> TypedSourceDriver<T> {
 
 impl<T: Data> SourceDriver for TypedSourceDriver<T> {
     fn poll_once(&mut self, batch: BatchId) -> Result<bool> {
+        if !self.opened {
+            self.opened = true;
+            self.open_new_partitions()?;
+        }
         if !self.settings.bounded && self.last_check.elapsed() >= PARTITION_RECHECK {
             self.last_check = Instant::now();
             if let Err(e) = self.open_new_partitions() {
@@ -313,7 +320,7 @@ impl<T: Data> SourceDriver for TypedSourceDriver<T> {
     }
 
     fn finished(&self) -> bool {
-        self.partitions.iter().all(|p| p.ended)
+        self.opened && self.partitions.iter().all(|p| p.ended)
     }
 
     fn close(&mut self) {

@@ -13,7 +13,9 @@ type Queue<T> = Arc<Mutex<VecDeque<Vec<T>>>>;
 
 /// A source fed from memory: each partition is a queue of batches, and every engine batch takes
 /// at most one queued batch from each partition (like Spark's `queueStream` with
-/// `oneAtATime = true`), so which batch a record lands in is deterministic.
+/// `oneAtATime = true`), so which batch a record lands in is deterministic. A queued batch larger
+/// than the context's `max_records_per_partition` is spread over several engine batches (the
+/// rest of it comes first in the next one).
 ///
 /// In bounded mode a partition ends when its queue is empty; otherwise more batches may be pushed
 /// while the job runs.
@@ -114,6 +116,7 @@ impl<T: Data> PartitionedSource for QueueSource<T> {
         Ok(Box::new(QueueReader {
             queue,
             served: None,
+            leftover: VecDeque::new(),
             position: 0,
         }))
     }
@@ -122,21 +125,26 @@ impl<T: Data> PartitionedSource for QueueSource<T> {
 struct QueueReader<T> {
     queue: Queue<T>,
     served: Option<BatchId>,
+    /// The rest of a queued batch that exceeded `max_records`.
+    leftover: VecDeque<T>,
     position: u64,
 }
 
 impl<T: Data> PartitionReader<T> for QueueReader<T> {
     fn poll(&mut self, ctx: &PollContext, out: &mut Polled<T>) -> Result<ReadStatus, SourceError> {
         let mut q = lock(&self.queue);
-        if self.served != Some(ctx.batch)
-            && let Some(mut batch) = q.pop_front()
+        if self.leftover.is_empty()
+            && self.served != Some(ctx.batch)
+            && let Some(batch) = q.pop_front()
         {
             self.served = Some(ctx.batch);
-            self.position += batch.len() as u64;
-            out.items.append(&mut batch);
+            self.leftover.extend(batch);
         }
-        // One queued batch per engine batch: "more" means "in a later batch".
-        Ok(if q.is_empty() {
+        let n = ctx.max_records.min(self.leftover.len());
+        out.items.extend(self.leftover.drain(..n));
+        self.position += n as u64;
+        // One queued batch per engine batch: "more" means "in this batch or a later one".
+        Ok(if q.is_empty() && self.leftover.is_empty() {
             ReadStatus::CaughtUp
         } else {
             ReadStatus::More
