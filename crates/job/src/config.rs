@@ -201,8 +201,9 @@ impl JobConfig {
     /// assert_eq!(cfg.streams.top_n, 5);
     /// assert_eq!(cfg.streams.session_gap.as_secs(), 600);
     ///
-    /// writeln!(f, "[streams]\ntop_m = 5").unwrap();
-    /// let err = JobConfig::load(Some(f.path())).unwrap_err().to_string();
+    /// let mut g = tempfile::NamedTempFile::new().unwrap();
+    /// writeln!(g, "[streams]\ntop_m = 5").unwrap();
+    /// let err = JobConfig::load(Some(g.path())).unwrap_err().to_string();
     /// assert!(err.contains("top_m"), "{err}");
     /// ```
     pub fn load(file: Option<&Path>) -> Result<JobConfig, ConfigError> {
@@ -262,7 +263,11 @@ impl JobConfig {
                 return bad(key, format!("is {d:?}; must be at least 1ms"));
             }
         }
-        if !s.page_views_30s_window.as_millis().is_multiple_of(s.page_views_30s_slide.as_millis()) {
+        if !s
+            .page_views_30s_window
+            .as_millis()
+            .is_multiple_of(s.page_views_30s_slide.as_millis())
+        {
             return bad(
                 "streams.page_views_30s_window",
                 "must be a multiple of streams.page_views_30s_slide".into(),

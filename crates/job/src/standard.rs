@@ -125,12 +125,12 @@ struct PaneCounts {
     pane_ms: u64,
 }
 
-impl Aggregator<u64> for PaneCounts {
+impl Aggregator<(u64, String)> for PaneCounts {
     type Acc = BTreeMap<u64, u64>;
     fn init(&self) -> BTreeMap<u64, u64> {
         BTreeMap::new()
     }
-    fn add(&self, acc: &mut BTreeMap<u64, u64>, ts: u64) {
+    fn add(&self, acc: &mut BTreeMap<u64, u64>, (ts, _visitor): (u64, String)) {
         *acc.entry(ts / self.pane_ms).or_default() += 1;
     }
     fn merge(&self, acc: &mut BTreeMap<u64, u64>, other: BTreeMap<u64, u64>) {
@@ -173,31 +173,35 @@ impl StandardJob {
             .idle_timeout(cfg.input.idle_timeout);
         let (clicks, dead) = job.source_with_dead_letters(source, Some(event_time))?;
         self.dead_letters(&dead);
-        self.page_views(&clicks)?;
-        self.sessions_and_segments(&clicks)?;
-        self.active_visitors(&clicks)?;
-        self.trending(&clicks)?;
-        Ok(())
-    }
-
-    fn late<V: Data>(
-        &self,
-        stream: &'static str,
-        late: &DStream<'_, (String, V)>,
-        ts: fn(&V) -> u64,
-    ) {
+        let mut late = self.page_views(&clicks)?;
+        late.push(self.sessions_and_segments(&clicks)?);
+        late.push(self.active_visitors(&clicks)?);
+        late.push(self.trending(&clicks)?);
+        // One `late_events` batch per engine batch, whichever streams refused the clicks.
         let out = self.outputs.clone();
-        late.map(move |(visitor_id, v)| LateRow {
-            stream: stream.to_string(),
-            visitor_id,
-            ts_ms: ts(&v),
-        })
-        .foreach_batch(move |info, mut rows| {
+        job.union_all(late)?.foreach_batch(move |info, mut rows| {
             if !rows.is_empty() {
                 rows.sort();
                 out.publish("late_events", info.batch, &rows, |_| None);
             }
         });
+        Ok(())
+    }
+
+    /// A stream's refused clicks as `late_events` rows.
+    fn late<'s, K: Data, V: Data>(
+        stream: &'static str,
+        late: &DStream<'s, (K, V)>,
+        row: fn(K, V) -> (String, u64),
+    ) -> DStream<'s, LateRow> {
+        late.map(move |(k, v)| {
+            let (visitor_id, ts_ms) = row(k, v);
+            LateRow {
+                stream: stream.to_string(),
+                visitor_id,
+                ts_ms,
+            }
+        })
     }
 
     fn dead_letters(&self, dead: &DStream<'_, DeadLetter>) {
@@ -221,7 +225,10 @@ impl StandardJob {
         });
     }
 
-    fn page_views(&self, clicks: &DStream<'_, ClickEvent>) -> Result<(), EngineError> {
+    fn page_views<'s>(
+        &self,
+        clicks: &DStream<'s, ClickEvent>,
+    ) -> Result<Vec<DStream<'s, LateRow>>, EngineError> {
         let s = &self.config.streams;
         // Keyed by url; the visitor rides along for the late stream.
         let views = clicks
@@ -234,12 +241,11 @@ impl StandardJob {
         let sliding = Windows::sliding(s.page_views_30s_window, s.page_views_30s_slide)?;
         let per_30s = views.count_by_key_in_window(sliding, ts)?;
         self.publish_page_views("page_views_30s", &per_30s.output);
-        for (stream, late) in [
-            ("page_views", per_second.late),
-            ("page_views_30s", per_30s.late),
-        ] {
-            self.late(stream, &late.map(|(_url, (t, v))| (v, t)), |t| *t);
-        }
+        let url_late = |_url: String, (t, v): (u64, String)| (v, t);
+        let late = vec![
+            Self::late("page_views", &per_second.late, url_late),
+            Self::late("page_views_30s", &per_30s.late, url_late),
+        ];
 
         let top = per_30s
             .output
@@ -264,7 +270,7 @@ impl StandardJob {
                 });
             }
         });
-        Ok(())
+        Ok(late)
     }
 
     fn publish_page_views(
@@ -295,12 +301,15 @@ impl StandardJob {
         });
     }
 
-    fn sessions_and_segments(&self, clicks: &DStream<'_, ClickEvent>) -> Result<(), EngineError> {
+    fn sessions_and_segments<'s>(
+        &self,
+        clicks: &DStream<'s, ClickEvent>,
+    ) -> Result<DStream<'s, LateRow>, EngineError> {
         let s = &self.config.streams;
         let sessions = clicks
             .map(|e| (e.visitor_id, (e.ts_ms, e.url)))
             .session_by_key(s.session_gap, |v: &(u64, String)| v.0, SessionAgg)?;
-        self.late("sessions", &sessions.late, |v: &(u64, String)| v.0);
+        let late = Self::late("sessions", &sessions.late, |v, (t, _url)| (v, t));
         let out = self.outputs.clone();
         sessions.output.foreach_batch(move |info, rows| {
             let mut rows: Vec<SessionRow> = rows
@@ -355,15 +364,18 @@ impl StandardJob {
                 });
             }
         });
-        Ok(())
+        Ok(late)
     }
 
-    fn active_visitors(&self, clicks: &DStream<'_, ClickEvent>) -> Result<(), EngineError> {
+    fn active_visitors<'s>(
+        &self,
+        clicks: &DStream<'s, ClickEvent>,
+    ) -> Result<DStream<'s, LateRow>, EngineError> {
         let window = Windows::tumbling(self.config.streams.active_visitors_window)?;
         let active = clicks
             .map(|e| (e.visitor_id, e.ts_ms))
             .distinct_count_in_window(window, |t: &u64| *t)?;
-        self.late("active_visitors", &active.late, |t: &u64| *t);
+        let late = Self::late("active_visitors", &active.late, |v, t| (v, t));
         let out = self.outputs.clone();
         active.output.foreach_batch(move |info, rows| {
             let mut rows: Vec<ActiveVisitorsRow> = rows
@@ -381,18 +393,21 @@ impl StandardJob {
                 });
             }
         });
-        Ok(())
+        Ok(late)
     }
 
-    fn trending(&self, clicks: &DStream<'_, ClickEvent>) -> Result<(), EngineError> {
+    fn trending<'s>(
+        &self,
+        clicks: &DStream<'s, ClickEvent>,
+    ) -> Result<DStream<'s, LateRow>, EngineError> {
         let s = &self.config.streams;
         let pane_ms = ms(s.trending_window);
         // A window of two panes sliding by one: it closes exactly when its second pane (the
         // current window) closes, holding the previous window's count beside the current one.
         let pairs = Windows::sliding(s.trending_window * 2, s.trending_window)?;
         let counts = clicks
-            .flat_map(|e| trending_item(&e).map(|item| (item, e.ts_ms)))
-            .aggregate_by_key_in_window(pairs, |t: &u64| *t, PaneCounts { pane_ms })?;
+            .flat_map(|e| trending_item(&e).map(|item| (item, (e.ts_ms, e.visitor_id))))
+            .aggregate_by_key_in_window(pairs, |v: &(u64, String)| v.0, PaneCounts { pane_ms })?;
         let top = counts
             .output
             .flat_map(move |((kind, item), w, panes)| {
@@ -444,7 +459,6 @@ impl StandardJob {
                 });
             }
         });
-        let _ = counts.late;
-        Ok(())
+        Ok(Self::late("trending", &counts.late, |_item, (t, v)| (v, t)))
     }
 }

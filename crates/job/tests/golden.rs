@@ -244,8 +244,6 @@ fn jsonl_files_hold_the_same_rows_as_the_memory_sink() {
 /// One click ten minutes behind the watermark is late for every stream: each refusal is one
 /// `late_events` row, all in one batch of that stream, and the files hold them all.
 #[test]
-#[ignore = "bug: every stream publishes its own `late_events` batch with the same batch id (the \
-            JSONL file keeps only the last), and clicks late for `trending` are never published"]
 fn a_late_click_is_reported_by_every_stream_that_refuses_it() {
     let t = model::HAND_MADE_START_MS;
     // One visitor, so one partition; chunks of one event, so two batches: the second click is
