@@ -266,9 +266,9 @@ fn source_picks_up_partitions_added_later() {
     assert_eq!(job.wait_for(1_000, Duration::from_secs(30)), 1_000);
 
     if !grow_to_three_partitions(&brokers) {
-        eprintln!(
-            "SKIPPED source_picks_up_partitions_added_later: the broker cannot add partitions \
-             (CreatePartitions unsupported: tansu 0.6)"
+        kafka_common::skipped(
+            "source_picks_up_partitions_added_later",
+            "the broker cannot add partitions (no CreatePartitions: tansu 0.6)",
         );
         job.finish();
         return;

@@ -138,6 +138,7 @@ impl ResultConsumer {
             from,
             assigned: 0,
             last_check: None,
+            waiting_logged: false,
             assembler: Assembler::new(stream, idle_timeout),
             stop: Arc::clone(&stop),
         };
@@ -214,6 +215,8 @@ struct Reader {
     from: StartFrom,
     assigned: u32,
     last_check: Option<Instant>,
+    /// Whether "waiting for the topic" was logged at info level already.
+    waiting_logged: bool,
     assembler: Assembler,
     stop: Arc<AtomicBool>,
 }
@@ -266,9 +269,14 @@ impl Reader {
         self.last_check = Some(Instant::now());
         let count = match partition_count(self.consumer.client(), &self.topic, METADATA_TIMEOUT) {
             Ok(n) => n,
+            Err(e) if self.waiting_logged => {
+                tracing::debug!(topic = %self.topic, error = %e, "still waiting for the result topic");
+                return;
+            }
             Err(e) => {
                 tracing::info!(topic = %self.topic, stream = %self.stream, error = %e,
                     "waiting for the result topic");
+                self.waiting_logged = true;
                 return;
             }
         };

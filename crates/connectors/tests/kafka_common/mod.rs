@@ -114,7 +114,8 @@ fn pipe(mut from: TcpStream, mut to: TcpStream) {
 /// The tansu binary, if one is installed.
 fn find_tansu() -> Option<PathBuf> {
     if let Some(path) = std::env::var_os("TANSU") {
-        return Some(PathBuf::from(path));
+        // An explicit choice: no fallback when it is not there.
+        return Some(PathBuf::from(path)).filter(|p| p.is_file());
     }
     let home = std::env::var_os("CARGO_HOME")
         .map(PathBuf::from)
@@ -127,6 +128,13 @@ fn find_tansu() -> Option<PathBuf> {
             .map(|d| d.join("tansu"))
             .find(|p| p.is_file())
     })
+}
+
+/// Says that `test` was skipped and why, on the real stderr: the test harness captures
+/// `eprintln!`, and a skip must be seen.
+pub fn skipped(test: &str, why: &str) {
+    use std::io::Write;
+    let _ = writeln!(std::io::stderr(), "SKIPPED {test}: {why}");
 }
 
 fn free_port() -> u16 {
@@ -144,12 +152,12 @@ impl Broker {
     /// When tansu is missing under `CI=true`, or does not start.
     pub fn start(test: &str) -> Option<Broker> {
         let Some(binary) = find_tansu() else {
-            let why = "no tansu binary ($TANSU, ~/.cargo/bin/tansu or PATH); \
+            let why = "no tansu binary ($TANSU, else ~/.cargo/bin/tansu or PATH); \
                        install one with scripts/kafka-broker.sh install (~20 min)";
             if std::env::var("CI").is_ok_and(|v| v == "true") {
                 panic!("{test}: CI=true and {why}");
             }
-            eprintln!("SKIPPED {test}: {why}");
+            skipped(test, why);
             return None;
         };
         let dir = tempfile::tempdir().expect("temp dir");
