@@ -36,6 +36,9 @@ export const COLORS = {
   teal: '#0d9488',
   tealFill: 'rgba(13, 148, 136, 0.15)',
   amber: '#d97706',
+  amberLight: 'rgba(217, 119, 6, 0.35)',
+  amberFill: 'rgba(217, 119, 6, 0.15)',
+  roseFill: 'rgba(225, 29, 72, 0.1)',
   rose: '#e11d48',
   slate: '#64748b',
   grid: 'rgba(100, 116, 139, 0.14)',
@@ -79,7 +82,7 @@ export function timeLineChart(canvas, { label, color, fill }) {
 }
 
 /** A tiny axis-less line, for a trend under a big number. */
-export function sparkline(canvas, color) {
+export function sparkline(canvas, color, fill = COLORS.indigoFill) {
   return new Chart(canvas, {
     type: 'line',
     data: {
@@ -87,7 +90,7 @@ export function sparkline(canvas, color) {
         {
           data: [],
           borderColor: color,
-          backgroundColor: COLORS.indigoFill,
+          backgroundColor: fill,
           fill: true,
           borderWidth: 2,
           // A lone point would draw nothing as a line; show it as a dot.
@@ -101,7 +104,8 @@ export function sparkline(canvas, color) {
       parsing: false,
       events: [],
       layout: { padding: 2 },
-      scales: { x: { type: 'linear', display: false }, y: { display: false, beginAtZero: true } },
+      // Scaled to the data, not from zero: a trend line shows the change, the number the level.
+      scales: { x: { type: 'linear', display: false, bounds: 'data' }, y: { display: false, grace: '10%' } },
       plugins: { tooltip: { enabled: false } },
     },
   });
@@ -174,11 +178,15 @@ export function batchLineChart(canvas, series, unit) {
   });
 }
 
-/** Replaces the data of `chart`'s datasets (one array per dataset) and redraws. */
-export function setSeries(chart, datasets, { labels, xMin, xMax } = {}) {
+/**
+ * Replaces the data of `chart`'s datasets (one array per dataset) and redraws. `colors`, when
+ * given, colours the first dataset's bars one by one.
+ */
+export function setSeries(chart, datasets, { labels, xMin, xMax, colors } = {}) {
   datasets.forEach((data, i) => {
     chart.data.datasets[i].data = data;
   });
+  if (colors) chart.data.datasets[0].backgroundColor = colors;
   if (labels) chart.data.labels = labels;
   if (xMin !== undefined) chart.options.scales.x.min = xMin;
   if (xMax !== undefined) chart.options.scales.x.max = xMax;

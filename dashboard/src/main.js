@@ -49,6 +49,9 @@ let dirty = true;
 
 const charts = {
   active: sparkline(document.getElementById('chart-active'), COLORS.indigo),
+  pageViewsSpark: sparkline(document.getElementById('chart-page-views-spark'), COLORS.indigo),
+  sessionsSpark: sparkline(document.getElementById('chart-sessions-spark'), COLORS.amber, COLORS.amberFill),
+  processingSpark: sparkline(document.getElementById('chart-processing-spark'), COLORS.rose, COLORS.roseFill),
   pageViews: timeLineChart(document.getElementById('chart-page-views'), {
     label: 'page views',
     color: COLORS.indigo,
@@ -239,10 +242,12 @@ function renderPageViews() {
   setValue('page-views-latest', last?.views);
   setValue('page-views-peak', series.length ? Math.max(...series.map((p) => p.views)) : null);
   const xMax = last ? last.t : undefined;
-  setSeries(charts.pageViews, [series.map((p) => ({ x: p.t, y: p.views }))], {
+  const points = series.map((p) => ({ x: p.t, y: p.views }));
+  setSeries(charts.pageViews, [points], {
     xMin: xMax === undefined ? undefined : xMax - PAGE_VIEWS_SPAN_MS + 1000,
     xMax,
   });
+  setSeries(charts.pageViewsSpark, [points]);
 }
 
 function renderPageViews30s() {
@@ -278,9 +283,12 @@ function renderSessions() {
       ? `${formatCount(s.sessions)} closed sessions in view. Open sessions: this server does not publish them, so the panel shows closed sessions only.`
       : `${formatCount(s.sessions)} closed sessions in view; “open now” is the sessions operator’s state (visitors with an open session).`,
   );
+  // The newest minute is still filling (its sessions close as the watermark passes): lighter.
   setSeries(charts.sessions, [s.series.map((p) => p.sessions)], {
     labels: s.series.map((p) => formatClock(p.t).slice(0, 5)),
+    colors: s.series.map((_, i) => (i === s.series.length - 1 ? COLORS.amberLight : COLORS.amber)),
   });
+  setSeries(charts.sessionsSpark, [s.series.slice(0, -1).map((p) => ({ x: p.t, y: p.sessions }))]);
 }
 
 function renderTrending() {
@@ -320,8 +328,10 @@ function renderStreaming() {
   setValue('streaming-interval', b.intervalMs, formatDuration);
   setValue('streaming-last-batch', b.rows.at(-1)?.batch, (v) => (v == null ? '—' : `#${v}`));
   const xy = (f) => b.rows.map((r) => ({ x: r.batch, y: r[f] }));
-  setSeries(charts.inputRate, [xy('inputRate')]);
-  setSeries(charts.batchTimes, [xy('processingMs'), xy('schedulingDelayMs'), xy('intervalMs')]);
+  const range = { xMin: b.rows[0]?.batch, xMax: b.rows.at(-1)?.batch };
+  setSeries(charts.inputRate, [xy('inputRate')], range);
+  setSeries(charts.batchTimes, [xy('processingMs'), xy('schedulingDelayMs'), xy('intervalMs')], range);
+  setSeries(charts.processingSpark, [xy('processingMs')]);
 }
 
 function renderStreamStatus() {

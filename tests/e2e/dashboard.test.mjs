@@ -11,7 +11,9 @@
 //
 // Screenshots go to tests/e2e/screenshots/. Environment:
 //   CLICKPULSE_BIN          the binary (default target/release/clickpulse)
-//   CLICKPULSE_E2E_SPEED    replay speed passed as --speed (default 60)
+//   CLICKPULSE_E2E_SPEED    replay speed passed as --speed (default 120: sessions close
+//                           after 30 min of event time, 15 s at 120x)
+//   CLICKPULSE_E2E_FILL_S   how long the panels may take to fill (default 90 s)
 //   CLICKPULSE_E2E_ARGS     replaces the arguments entirely; `{port}` is substituted
 //   CLICKPULSE_E2E_SERVER   `mock`: drive mock-server.mjs instead (developing the page only)
 //   CHROMIUM                the browser (default /usr/bin/chromium)
@@ -32,7 +34,8 @@ const HERE = fileURLToPath(new URL('.', import.meta.url));
 const ROOT = resolve(HERE, '../..');
 const SCREENSHOTS = join(HERE, 'screenshots');
 const BIN = process.env.CLICKPULSE_BIN ?? join(ROOT, 'target/release/clickpulse');
-const SPEED = process.env.CLICKPULSE_E2E_SPEED ?? '60';
+const SPEED = process.env.CLICKPULSE_E2E_SPEED ?? '120';
+const FILL_MS = Number(process.env.CLICKPULSE_E2E_FILL_S ?? 90) * 1000;
 const USE_MOCK = process.env.CLICKPULSE_E2E_SERVER === 'mock';
 const CHROMIUM = process.env.CHROMIUM ?? '/usr/bin/chromium';
 const CHROMIUM_ARGS = [
@@ -44,8 +47,8 @@ const CHROMIUM_ARGS = [
   '--no-first-run',
 ];
 
-/** Streams whose panels must fill during the test; the others are reported, not required. */
-const REQUIRED_STREAMS = ['page_views', 'page_views_30s', 'top_pages', 'active_visitors'];
+/** Every stream the dashboard has a panel for. */
+const DASHBOARD_STREAMS = ['page_views', 'page_views_30s', 'top_pages', 'active_visitors', 'sessions', 'segments', 'trending', 'batches'];
 
 let port;
 let server;
@@ -76,16 +79,26 @@ test('the dashboard shows the live streams, matches the server, and survives a r
 
   await t.test('connects and fills its panels', async () => {
     await waitForConnection(['connected'], 30_000);
-    await waitFor('panels to fill', 120_000, async () => {
-      const v = await readPage();
-      return v.top[0] && v.activeBatch !== null && v.pageViewsPoints >= 10 && v.pageViews30sPoints > 0 && v.filled.length >= REQUIRED_STREAMS.length;
-    });
-    const v = await readPage();
-    for (const s of REQUIRED_STREAMS) assert.ok(v.filled.includes(s), `panel of ${s} filled`);
-    t.diagnostic(`panels filled: ${v.filled.join(', ')}; still waiting: ${v.empty.join(', ') || 'none'}`);
+    // Every panel whose stream the server publishes must fill; the per-second chart must
+    // span its full two minutes.
+    const published = (await (await fetch(`http://127.0.0.1:${port}/api/streams`)).json()).map((s) => s.name);
+    const expected = DASHBOARD_STREAMS.filter((s) => published.includes(s));
+    t.diagnostic(`server publishes ${expected.length} of the dashboard's streams; missing: ${DASHBOARD_STREAMS.filter((s) => !published.includes(s)).join(', ') || 'none'}`);
+    let v;
+    try {
+      await waitFor('every panel to fill', FILL_MS, async () => {
+        v = await readPage();
+        return expected.every((s) => v.filled.includes(s)) && v.pageViewsPoints >= 120 && v.top[0] && v.activeBatch !== null;
+      });
+    } finally {
+      t.diagnostic(`panels filled: ${v?.filled.join(', ')}; still empty: ${v?.empty.join(', ') || 'none'}; page-views points: ${v?.pageViewsPoints}`);
+    }
+    assert.equal(v.top.length, 10, 'top pages shows 10 rows');
     assert.match(v.eventTime, /^\d\d:\d\d:\d\d$/, 'event-time clock shows a time');
     assert.match(v.eventDate, /^\d{4}-\d\d-\d\d$/, 'event-time clock shows a date');
     assert.ok(Number.isInteger(v.lastBatch), 'last batch id shown');
+    if (expected.includes('batches')) assert.ok(v.batchPoints > 0, 'streaming panel charts batches');
+    if (expected.includes('sessions')) t.diagnostic(`sessions open now: ${v.sessionsOpen ?? 'not published (closed sessions only)'}`);
   });
 
   await t.test('shows what the server sent for the same batch', async () => {
@@ -112,9 +125,14 @@ test('the dashboard shows the live streams, matches the server, and survives a r
     const before = await readPage();
     server = await startServer(port);
     await waitForConnection(['connected'], 30_000);
-    await waitFor('new batches after the restart', 60_000, async () => (await readPage()).messages >= before.messages + 5);
+    // Soon, not eventually: a page that resumed from the old run's batch ids would wait
+    // until the new run reached them.
+    await waitFor('new batches after the restart', 10_000, async () => (await readPage()).messages >= before.messages + 5);
     const matched = await compareWithServer(1, 60_000);
     t.diagnostic(`after restart: matched top_pages batches ${matched.top.join(', ')}`);
+    const latest = Math.max(...(await (await fetch(`http://127.0.0.1:${port}/api/streams`)).json()).map((s) => s.latest_batch ?? 0));
+    assert.ok((await readPage()).lastBatch <= latest, 'the page follows the new run, not the old batch ids');
+    await settleCharts();
     await page.screenshot({ path: join(SCREENSHOTS, 'dashboard-reconnected.png'), fullPage: true });
   });
 
@@ -152,6 +170,8 @@ function readPage() {
       activeText: text('active-visitors-value'),
       pageViewsPoints: Number(document.getElementById('chart-page-views').dataset.points ?? 0),
       pageViews30sPoints: Number(document.getElementById('chart-page-views-30s').dataset.points ?? 0),
+      batchPoints: Number(document.getElementById('chart-batch-times').dataset.points ?? 0),
+      sessionsOpen: num('sessions-open'),
       filled: streamsOf((c) => c.dataset.empty === undefined),
       empty: streamsOf((c) => c.dataset.empty !== undefined),
     };
