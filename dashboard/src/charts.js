@@ -53,6 +53,8 @@ Chart.defaults.maintainAspectRatio = false;
 Chart.defaults.plugins.legend.display = false;
 
 const grid = { color: COLORS.grid, drawTicks: false };
+/** Lines draw no points, except a lone one, which would otherwise draw nothing at all. */
+const lonePoint = (ctx) => (ctx.dataset.data.length < 2 ? 3 : 0);
 const countAxis = { beginAtZero: true, grid, border: { display: false }, ticks: { padding: 6, callback: (v) => formatCount(v) } };
 const timeAxis = {
   type: 'linear',
@@ -66,7 +68,7 @@ export function timeLineChart(canvas, { label, color, fill }) {
     type: 'line',
     data: {
       datasets: [
-        { label, data: [], borderColor: color, backgroundColor: fill, fill: true, borderWidth: 2, pointRadius: 0, tension: 0.25 },
+        { label, data: [], borderColor: color, backgroundColor: fill, fill: true, borderWidth: 2, pointRadius: lonePoint, pointBackgroundColor: color, tension: 0.25 },
       ],
     },
     options: {
@@ -93,8 +95,7 @@ export function sparkline(canvas, color, fill = COLORS.indigoFill) {
           backgroundColor: fill,
           fill: true,
           borderWidth: 2,
-          // A lone point would draw nothing as a line; show it as a dot.
-          pointRadius: (ctx) => (ctx.dataset.data.length < 2 ? 3 : 0),
+          pointRadius: lonePoint,
           pointBackgroundColor: color,
           tension: 0.3,
         },
@@ -153,7 +154,8 @@ export function batchLineChart(canvas, series, unit) {
         fill: Boolean(s.fill),
         borderDash: s.dash ?? [],
         borderWidth: s.dash ? 1.5 : 2,
-        pointRadius: 0,
+        pointRadius: lonePoint,
+        pointBackgroundColor: s.color,
         tension: 0.2,
       })),
     },

@@ -21,7 +21,7 @@ import {
   formatNumber,
   formatWindow,
 } from './format.js';
-import { openSessionsFromMetrics, serverStartedOver } from './server.js';
+import { checkStreams, openSessionsFromMetrics } from './server.js';
 import {
   activeVisitorsSeries,
   applyMessage,
@@ -106,10 +106,10 @@ function startOver() {
 
 /** On every (re)connection: learn which streams exist and whether this is a new server run. */
 async function beforeSubscribe(c) {
-  const info = await fetchJson('api/streams');
-  if (!Array.isArray(info)) return null;
+  const { info, startedOver } = await checkStreams(() => fetchJson('api/streams'), c.lastBatch);
+  if (!info) return null;
   noteAvailable(info);
-  if (serverStartedOver(info, c.lastBatch)) {
+  if (startedOver) {
     state = resetData(state);
     c.lastBatch.clear();
   }
@@ -117,10 +117,13 @@ async function beforeSubscribe(c) {
 }
 
 async function poll() {
-  const [info, metrics] = await Promise.all([fetchJson('api/streams'), fetchText('metrics')]);
-  if (Array.isArray(info)) {
+  const [{ info, startedOver }, metrics] = await Promise.all([
+    checkStreams(() => fetchJson('api/streams'), client.lastBatch),
+    fetchText('metrics'),
+  ]);
+  if (info) {
     noteAvailable(info);
-    if (client.state === State.CONNECTED && serverStartedOver(info, client.lastBatch)) startOver();
+    if (client.state === State.CONNECTED && startedOver) startOver();
   }
   if (metrics !== null) openSessions = openSessionsFromMetrics(metrics);
   dirty = true;
@@ -217,6 +220,8 @@ function renderHeader() {
   setText('event-date', state.eventTimeMs === null ? 'waiting for data' : formatDate(state.eventTimeMs));
   setValue('last-batch', state.lastBatch, (v) => (v === null ? '—' : `#${v}`));
   setValue('messages-received', state.messages);
+  // Times the page dropped its data for a restarted server (read by the e2e test).
+  document.body.dataset.resets = state.resets;
 }
 
 function renderEmptyStates() {

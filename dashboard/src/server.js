@@ -15,6 +15,21 @@ export function serverStartedOver(streams, lastBatch) {
   );
 }
 
+/**
+ * Fetches `/api/streams` (through `fetchStreams`) and tells whether the server started over
+ * since the page saw `lastBatch`. The resume points are copied *before* the request: batches
+ * that arrive over the WebSocket while the request is in flight may be newer than the answer,
+ * and comparing against those would mistake a slow answer for a restarted server.
+ *
+ * @returns {Promise<{info: object[]|null, startedOver: boolean}>}
+ */
+export async function checkStreams(fetchStreams, lastBatch) {
+  const seen = new Map(lastBatch);
+  const info = await fetchStreams();
+  if (!Array.isArray(info)) return { info: null, startedOver: false };
+  return { info, startedOver: serverStartedOver(info, seen) };
+}
+
 const STATE_KEYS = /^clickpulse_operator_state_keys\{([^}]*)\}\s+([0-9.eE+-]+)\s*$/gm;
 
 /**

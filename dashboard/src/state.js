@@ -44,6 +44,8 @@ export function createState() {
     lastBatch: null,
     /** Batch messages received since the page loaded (survives resets). */
     messages: 0,
+    /** Times the data was dropped because the server started a new run. */
+    resets: 0,
     /** Per stream: last batch id, messages, skipped (conflated) batches, resyncs. */
     streams: Object.fromEntries(STREAMS.map((s) => [s, emptyStreamStats()])),
     /** page_views: window_start_ms → (url → count). */
@@ -71,6 +73,7 @@ function emptyStreamStats() {
 export function resetData(state) {
   const fresh = createState();
   fresh.messages = state.messages;
+  fresh.resets = state.resets + 1;
   for (const s of STREAMS) fresh.streams[s].resyncs = state.streams[s].resyncs;
   return fresh;
 }

@@ -103,6 +103,7 @@ test('per-stream counters: last batch, skipped, resyncs; non-batch messages igno
   const fresh = resetData(s);
   assert.equal(fresh.topPages, null);
   assert.equal(fresh.messages, 2, 'the page-lifetime message count survives a reset');
+  assert.equal(fresh.resets, 1);
 });
 
 test('a page_views snapshot far behind the clock is a new server run', () => {

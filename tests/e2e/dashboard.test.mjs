@@ -104,6 +104,7 @@ test('the dashboard shows the live streams, matches the server, and survives a r
   await t.test('shows what the server sent for the same batch', async () => {
     const matched = await compareWithServer(3, 60_000);
     t.diagnostic(`matched top_pages batches ${matched.top.join(', ')}; active_visitors batches ${matched.active.join(', ')}`);
+    assert.equal((await readPage()).resets, 0, 'the page kept its data: it never mistook the running server for a new one');
     await settleCharts();
     await page.screenshot({ path: join(SCREENSHOTS, 'dashboard.png'), fullPage: true });
   });
@@ -131,7 +132,9 @@ test('the dashboard shows the live streams, matches the server, and survives a r
     const matched = await compareWithServer(1, 60_000);
     t.diagnostic(`after restart: matched top_pages batches ${matched.top.join(', ')}`);
     const latest = Math.max(...(await (await fetch(`http://127.0.0.1:${port}/api/streams`)).json()).map((s) => s.latest_batch ?? 0));
-    assert.ok((await readPage()).lastBatch <= latest, 'the page follows the new run, not the old batch ids');
+    const v = await readPage();
+    assert.ok(v.lastBatch <= latest, 'the page follows the new run, not the old batch ids');
+    assert.ok(v.resets >= 1, 'the page dropped the old run\'s data');
     await settleCharts();
     await page.screenshot({ path: join(SCREENSHOTS, 'dashboard-reconnected.png'), fullPage: true });
   });
@@ -172,6 +175,7 @@ function readPage() {
       pageViews30sPoints: Number(document.getElementById('chart-page-views-30s').dataset.points ?? 0),
       batchPoints: Number(document.getElementById('chart-batch-times').dataset.points ?? 0),
       sessionsOpen: num('sessions-open'),
+      resets: Number(document.body.dataset.resets ?? 0),
       filled: streamsOf((c) => c.dataset.empty === undefined),
       empty: streamsOf((c) => c.dataset.empty !== undefined),
     };
