@@ -23,6 +23,7 @@
 //! | [`history`] | the visitor-history table (CSV / PostgreSQL / demo), Bloom filter, reloads |
 //! | [`Outputs`] | the result sinks the job writes to |
 
+pub mod click;
 pub mod config;
 pub mod history;
 mod outputs;

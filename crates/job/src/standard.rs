@@ -10,6 +10,7 @@ use clickpulse_engine::{DStream, Data, EngineError, EventTime, Job, Window, Wind
 use clickpulse_events::ClickEvent;
 use serde::{Deserialize, Serialize};
 
+use crate::click::{Click, Interner};
 use crate::config::JobConfig;
 use crate::history::History;
 use crate::outputs::Outputs;
@@ -75,22 +76,25 @@ pub struct StandardJob {
     pub history: Arc<History>,
 }
 
+/// An interned string (see [`crate::click`]).
+type Str = Arc<str>;
+
 /// Clicks and distinct urls of a session.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct SessionStats {
     clicks: u64,
-    urls: BTreeSet<String>,
+    urls: BTreeSet<Str>,
 }
 
 #[derive(Debug, Clone, Copy)]
 struct SessionAgg;
 
-impl Aggregator<(u64, String)> for SessionAgg {
+impl Aggregator<(u64, Str)> for SessionAgg {
     type Acc = SessionStats;
     fn init(&self) -> SessionStats {
         SessionStats::default()
     }
-    fn add(&self, acc: &mut SessionStats, (_, url): (u64, String)) {
+    fn add(&self, acc: &mut SessionStats, (_, url): (u64, Str)) {
         acc.clicks += 1;
         acc.urls.insert(url);
     }
@@ -125,12 +129,12 @@ struct PaneCounts {
     pane_ms: u64,
 }
 
-impl Aggregator<(u64, String)> for PaneCounts {
+impl Aggregator<(u64, Str)> for PaneCounts {
     type Acc = BTreeMap<u64, u64>;
     fn init(&self) -> BTreeMap<u64, u64> {
         BTreeMap::new()
     }
-    fn add(&self, acc: &mut BTreeMap<u64, u64>, (ts, _visitor): (u64, String)) {
+    fn add(&self, acc: &mut BTreeMap<u64, u64>, (ts, _visitor): (u64, Str)) {
         *acc.entry(ts / self.pane_ms).or_default() += 1;
     }
     fn merge(&self, acc: &mut BTreeMap<u64, u64>, other: BTreeMap<u64, u64>) {
@@ -148,16 +152,6 @@ fn window_of(w: &Window) -> Option<(u64, u64)> {
     Some((w.start_ms, w.end_ms))
 }
 
-/// The trending kind and item of a click, if it has one.
-fn trending_item(e: &ClickEvent) -> Option<(String, String)> {
-    match e.event_type() {
-        "page_view" => Some(("page".into(), e.url.clone())),
-        "add_to_cart" => e.product.clone().map(|p| ("product".into(), p)),
-        "search" => e.query.clone().map(|q| ("search".into(), q)),
-        _ => None,
-    }
-}
-
 impl StandardJob {
     /// Builds the seven standard streams over `source` on one worker, with their outputs.
     ///
@@ -171,8 +165,10 @@ impl StandardJob {
         let event_time = EventTime::new(|e: &ClickEvent| e.ts_ms)
             .allowed_lateness(cfg.input.allowed_lateness)
             .idle_timeout(cfg.input.idle_timeout);
-        let (clicks, dead) = job.source_with_dead_letters(source, Some(event_time))?;
+        let (events, dead) = job.source_with_dead_letters(source, Some(event_time))?;
         self.dead_letters(&dead);
+        let mut interner = Interner::default();
+        let clicks = events.map(move |e| interner.click(e));
         let mut late = self.page_views(&clicks)?;
         late.push(self.sessions_and_segments(&clicks)?);
         late.push(self.active_visitors(&clicks)?);
@@ -192,13 +188,13 @@ impl StandardJob {
     fn late<'s, K: Data, V: Data>(
         stream: &'static str,
         late: &DStream<'s, (K, V)>,
-        row: fn(K, V) -> (String, u64),
+        row: fn(K, V) -> (Str, u64),
     ) -> DStream<'s, LateRow> {
         late.map(move |(k, v)| {
-            let (visitor_id, ts_ms) = row(k, v);
+            let (visitor, ts_ms) = row(k, v);
             LateRow {
                 stream: stream.to_string(),
-                visitor_id,
+                visitor_id: visitor.to_string(),
                 ts_ms,
             }
         })
@@ -227,21 +223,21 @@ impl StandardJob {
 
     fn page_views<'s>(
         &self,
-        clicks: &DStream<'s, ClickEvent>,
+        clicks: &DStream<'s, Click>,
     ) -> Result<Vec<DStream<'s, LateRow>>, EngineError> {
         let s = &self.config.streams;
         // Keyed by url; the visitor rides along for the late stream.
         let views = clicks
-            .filter(|e| e.event_type() == "page_view")
-            .map(|e| (e.url, (e.ts_ms, e.visitor_id)));
-        let ts = |v: &(u64, String)| v.0;
+            .filter(|c| c.page_view)
+            .map(|c| (c.url, (c.ts_ms, c.visitor)));
+        let ts = |v: &(u64, Str)| v.0;
         let per_second =
             views.count_by_key_in_window(Windows::tumbling(s.page_views_window)?, ts)?;
         self.publish_page_views("page_views", &per_second.output);
         let sliding = Windows::sliding(s.page_views_30s_window, s.page_views_30s_slide)?;
         let per_30s = views.count_by_key_in_window(sliding, ts)?;
         self.publish_page_views("page_views_30s", &per_30s.output);
-        let url_late = |_url: String, (t, v): (u64, String)| (v, t);
+        let url_late = |_url: Str, (t, v): (u64, Str)| (v, t);
         let late = vec![
             Self::late("page_views", &per_second.late, url_late),
             Self::late("page_views_30s", &per_30s.late, url_late),
@@ -250,7 +246,7 @@ impl StandardJob {
         let top = per_30s
             .output
             .map(|(url, w, count)| (w, (url, count)))
-            .top_n_by_key(s.top_n, |v: &(String, u64)| v.1);
+            .top_n_by_key(s.top_n, |v: &(Str, u64)| v.1);
         let out = self.outputs.clone();
         top.foreach_batch(move |info, rows| {
             let mut rows: Vec<TopPageRow> = rows
@@ -259,7 +255,7 @@ impl StandardJob {
                     window_start_ms: w.start_ms,
                     window_end_ms: w.end_ms,
                     rank,
-                    url,
+                    url: url.to_string(),
                     count,
                 })
                 .collect();
@@ -273,11 +269,7 @@ impl StandardJob {
         Ok(late)
     }
 
-    fn publish_page_views(
-        &self,
-        stream: &'static str,
-        counts: &DStream<'_, (String, Window, u64)>,
-    ) {
+    fn publish_page_views(&self, stream: &'static str, counts: &DStream<'_, (Str, Window, u64)>) {
         let out = self.outputs.clone();
         counts.foreach_batch(move |info, rows| {
             let mut rows: Vec<PageViewRow> = rows
@@ -285,7 +277,7 @@ impl StandardJob {
                 .map(|(url, w, count)| PageViewRow {
                     window_start_ms: w.start_ms,
                     window_end_ms: w.end_ms,
-                    url,
+                    url: url.to_string(),
                     count,
                 })
                 .collect();
@@ -303,19 +295,19 @@ impl StandardJob {
 
     fn sessions_and_segments<'s>(
         &self,
-        clicks: &DStream<'s, ClickEvent>,
+        clicks: &DStream<'s, Click>,
     ) -> Result<DStream<'s, LateRow>, EngineError> {
         let s = &self.config.streams;
         let sessions = clicks
-            .map(|e| (e.visitor_id, (e.ts_ms, e.url)))
-            .session_by_key(s.session_gap, |v: &(u64, String)| v.0, SessionAgg)?;
+            .map(|c| (c.visitor, (c.ts_ms, c.url)))
+            .session_by_key(s.session_gap, |v: &(u64, Str)| v.0, SessionAgg)?;
         let late = Self::late("sessions", &sessions.late, |v, (t, _url)| (v, t));
         let out = self.outputs.clone();
         sessions.output.foreach_batch(move |info, rows| {
             let mut rows: Vec<SessionRow> = rows
                 .into_iter()
                 .map(|(visitor_id, session, stats)| SessionRow {
-                    visitor_id,
+                    visitor_id: visitor_id.to_string(),
                     session_start_ms: session.start_ms,
                     session_end_ms: session.end_ms,
                     clicks: stats.clicks,
@@ -369,11 +361,11 @@ impl StandardJob {
 
     fn active_visitors<'s>(
         &self,
-        clicks: &DStream<'s, ClickEvent>,
+        clicks: &DStream<'s, Click>,
     ) -> Result<DStream<'s, LateRow>, EngineError> {
         let window = Windows::tumbling(self.config.streams.active_visitors_window)?;
         let active = clicks
-            .map(|e| (e.visitor_id, e.ts_ms))
+            .map(|c| (c.visitor, c.ts_ms))
             .distinct_count_in_window(window, |t: &u64| *t)?;
         let late = Self::late("active_visitors", &active.late, |v, t| (v, t));
         let out = self.outputs.clone();
@@ -398,7 +390,7 @@ impl StandardJob {
 
     fn trending<'s>(
         &self,
-        clicks: &DStream<'s, ClickEvent>,
+        clicks: &DStream<'s, Click>,
     ) -> Result<DStream<'s, LateRow>, EngineError> {
         let s = &self.config.streams;
         let pane_ms = ms(s.trending_window);
@@ -406,8 +398,8 @@ impl StandardJob {
         // current window) closes, holding the previous window's count beside the current one.
         let pairs = Windows::sliding(s.trending_window * 2, s.trending_window)?;
         let counts = clicks
-            .flat_map(|e| trending_item(&e).map(|item| (item, (e.ts_ms, e.visitor_id))))
-            .aggregate_by_key_in_window(pairs, |v: &(u64, String)| v.0, PaneCounts { pane_ms })?;
+            .flat_map(|c| c.trend.map(|item| (item, (c.ts_ms, c.visitor))))
+            .aggregate_by_key_in_window(pairs, |v: &(u64, Str)| v.0, PaneCounts { pane_ms })?;
         let top = counts
             .output
             .flat_map(move |((kind, item), w, panes)| {
@@ -422,7 +414,7 @@ impl StandardJob {
                 };
                 (score > 0).then_some(((current, kind), (item, count, previous, score)))
             })
-            .top_n_by_key(s.trending_top, |v: &(String, u64, u64, i64)| v.3);
+            .top_n_by_key(s.trending_top, |v: &(Str, u64, u64, i64)| v.3);
         let out = self.outputs.clone();
         top.foreach_batch(move |info, rows| {
             let mut rows: Vec<TrendingRow> = rows
@@ -431,8 +423,8 @@ impl StandardJob {
                     |((w, kind), (_rank, (item, count, previous_count, score)))| TrendingRow {
                         window_start_ms: w.start_ms,
                         window_end_ms: w.end_ms,
-                        kind,
-                        item,
+                        kind: kind.name().to_string(),
+                        item: item.to_string(),
                         count,
                         previous_count,
                         score,

@@ -55,26 +55,51 @@ impl ResultSink for JsonlSink {
         if batch.rows.is_empty() {
             return Ok(());
         }
-        let rows: Vec<Value> = batch
-            .rows
-            .iter()
-            .map(|row| with_batch(row, batch.batch))
-            .collect();
         let path = self.path_for(&batch.stream, batch.batch);
-        clickpulse_engine::write_json_lines_atomically(&path, &rows).map_err(|e| SinkError::Write {
+        let error = |message: String| SinkError::Write {
             sink: format!("files ({})", path.display()),
-            message: e.to_string(),
-        })
+            message,
+        };
+        let mut text = Vec::with_capacity(batch.rows.len() * 96);
+        for row in &batch.rows {
+            write_line(&mut text, row, batch.batch).map_err(|e| error(e.to_string()))?;
+        }
+        write_atomically(&path, &text).map_err(|e| error(e.to_string()))
     }
 }
 
-fn with_batch(row: &Value, batch: u64) -> Value {
+/// Appends `row` with a leading `"batch"` field as one line (without cloning the row).
+fn write_line(out: &mut Vec<u8>, row: &Value, batch: u64) -> serde_json::Result<()> {
     match row {
-        Value::Object(map) => {
-            let mut map = map.clone();
-            map.insert("batch".into(), Value::from(batch));
-            Value::Object(map)
+        Value::Object(map) if !map.is_empty() => {
+            let start = out.len();
+            serde_json::to_writer(&mut *out, row)?;
+            // Replace the opening brace with `{"batch":N,`.
+            let head = format!("{{\"batch\":{batch},");
+            out.splice(start..=start, head.into_bytes());
         }
-        other => serde_json::json!({ "batch": batch, "value": other }),
+        Value::Object(_) => out.extend_from_slice(format!("{{\"batch\":{batch}}}").as_bytes()),
+        other => serde_json::to_writer(
+            &mut *out,
+            &serde_json::json!({ "batch": batch, "value": other }),
+        )?,
     }
+    out.push(b'\n');
+    Ok(())
+}
+
+/// Writes `bytes` to `path` through a temporary file in the same directory, fsynced, then renamed.
+fn write_atomically(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
+    use std::io::Write;
+    let dir = path.parent().unwrap_or(Path::new("."));
+    std::fs::create_dir_all(dir)?;
+    let name = path
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    let tmp = dir.join(format!(".{name}.tmp"));
+    let mut file = std::fs::File::create(&tmp)?;
+    file.write_all(bytes)?;
+    file.sync_all()?;
+    std::fs::rename(&tmp, path)
 }

@@ -32,7 +32,7 @@ pub use window_aggregate::{Aggregator, Count, Reduce};
 
 use serde::{Deserialize, Serialize};
 use timely::dataflow::StreamVec;
-use timely::dataflow::operators::vec::Map;
+use timely::dataflow::operators::vec::{Map, Partition};
 
 use crate::dstream::{DStream, Data};
 use crate::error::{EngineError, Result};
@@ -70,16 +70,26 @@ impl<'s, T: Data> DStream<'s, T> {
             })
     }
 
-    /// Splits a routed stream into its results and its late events.
+    /// Splits a routed stream into its results and its late events, moving (not cloning) each
+    /// record to its side.
     pub(crate) fn split_routed<R: Data, L: Data>(
         &self,
         routed: StreamVec<'s, BatchId, Routed<R, L>>,
     ) -> (StreamVec<'s, BatchId, R>, StreamVec<'s, BatchId, L>) {
-        let out = routed.clone().flat_map(|r| match r {
+        let mut parts = routed
+            .partition(2, |r| match r {
+                Routed::Out(_) => (0, r),
+                Routed::Late(_) => (1, r),
+            })
+            .into_iter();
+        let (Some(out), Some(late)) = (parts.next(), parts.next()) else {
+            unreachable!("partition(2) returns two streams")
+        };
+        let out = out.flat_map(|r| match r {
             Routed::Out(x) => Some(x),
             Routed::Late(_) => None,
         });
-        let late = routed.flat_map(|r| match r {
+        let late = late.flat_map(|r| match r {
             Routed::Late(x) => Some(x),
             Routed::Out(_) => None,
         });

@@ -30,6 +30,75 @@ struct Open<A> {
     acc: A,
 }
 
+/// One key's open sessions (disjoint, unordered) and when it is next looked at for closing.
+#[derive(Debug)]
+struct KeySessions<A> {
+    sessions: Vec<Open<A>>,
+    registered_at: Option<u64>,
+}
+
+impl<A> Default for KeySessions<A> {
+    fn default() -> Self {
+        KeySessions {
+            sessions: Vec::new(),
+            registered_at: None,
+        }
+    }
+}
+
+/// Adds a click at `t` to the key's sessions: into the session it falls in (merging sessions it
+/// bridges), or as a new one. Returns (sessions created, sessions merged away).
+fn insert_click<V, A: Aggregator<V>>(
+    state: &mut KeySessions<A::Acc>,
+    t: u64,
+    v: V,
+    gap: u64,
+    agg: &A,
+) -> (u64, u64) {
+    let overlaps =
+        |s: &Open<A::Acc>| s.start < t.saturating_add(gap) && t < s.end.saturating_add(gap);
+    let Some(first) = state.sessions.iter().position(overlaps) else {
+        let mut acc = agg.init();
+        agg.add(&mut acc, v);
+        state.sessions.push(Open {
+            start: t,
+            end: t,
+            acc,
+        });
+        return (1, 0);
+    };
+    // The click may bridge this session and later ones: fold those into it.
+    let bridged: Vec<Open<A::Acc>> = state
+        .sessions
+        .iter()
+        .skip(first + 1)
+        .any(overlaps)
+        .then(|| {
+            let mut index = 0;
+            state
+                .sessions
+                .extract_if(.., |s| {
+                    let hit = index > first && overlaps(s);
+                    index += 1;
+                    hit
+                })
+                .collect()
+        })
+        .unwrap_or_default();
+    let merged = bridged.len() as u64;
+    if let Some(target) = state.sessions.get_mut(first) {
+        target.start = target.start.min(t);
+        target.end = target.end.max(t);
+        agg.add(&mut target.acc, v);
+        for other in bridged {
+            target.start = target.start.min(other.start);
+            target.end = target.end.max(other.end);
+            agg.merge(&mut target.acc, other.acc);
+        }
+    }
+    (0, merged)
+}
+
 impl<'s, K: Key, V: Data> DStream<'s, (K, V)> {
     /// Session windows per key: events of a key whose times are less than `gap` apart belong to
     /// one session (out-of-order events may join or merge sessions). A session is emitted as
@@ -76,7 +145,7 @@ impl<'s, K: Key, V: Data> DStream<'s, (K, V)> {
         let metrics = Arc::clone(&self.shared.metrics);
         let worker = self.shared.worker;
         let mut tracker = WatermarkTracker::default();
-        let mut open: FxHashMap<K, Vec<Open<A::Acc>>> = FxHashMap::default();
+        let mut open: FxHashMap<K, KeySessions<A::Acc>> = FxHashMap::default();
         // Close time -> keys that may have a session closing then (checked when popped).
         let mut closing: BTreeMap<u64, Vec<K>> = BTreeMap::new();
         let mut sessions = 0u64;
@@ -96,39 +165,26 @@ impl<'s, K: Key, V: Data> DStream<'s, (K, V)> {
                         out.push(Routed::Late((k, v)));
                         continue;
                     }
-                    let list = open.entry(k.clone()).or_default();
-                    let mut acc = agg.init();
-                    agg.add(&mut acc, v);
-                    let mut merged = Open {
-                        start: t,
-                        end: t,
-                        acc,
+                    let state = match open.get_mut(&k) {
+                        Some(state) => state,
+                        None => open.entry(k.clone()).or_default(),
                     };
-                    let before_len = list.len();
-                    list.retain_mut(|s| {
-                        let overlaps =
-                            s.start < t.saturating_add(gap) && t < s.end.saturating_add(gap);
-                        if overlaps {
-                            merged.start = merged.start.min(s.start);
-                            merged.end = merged.end.max(s.end);
-                            let acc = std::mem::replace(&mut s.acc, agg.init());
-                            agg.merge(&mut merged.acc, acc);
-                        }
-                        !overlaps
-                    });
-                    sessions = sessions + 1 + list.len() as u64 - before_len as u64;
-                    closing
-                        .entry(merged.end.saturating_add(gap))
-                        .or_default()
-                        .push(k);
-                    list.push(merged);
+                    let created = insert_click(state, t, v, gap, &agg);
+                    sessions = sessions + created.0 - created.1;
+                    // One closing entry per key at a time, at its earliest close (re-filed when
+                    // popped); a session only ever closes later when clicks extend it.
+                    let close = t.saturating_add(gap);
+                    if state.registered_at.is_none_or(|r| close < r) {
+                        state.registered_at = Some(close);
+                        closing.entry(close).or_default().push(k);
+                    }
                 }
                 metrics.add_late(late);
                 let now = tracker.advance(&reports);
                 close_sessions(now, gap, &mut open, &mut closing, &mut sessions, out);
                 let size = StateSize {
                     keys: sessions,
-                    bytes: table_bytes::<K, Vec<Open<A::Acc>>>(open.capacity())
+                    bytes: table_bytes::<K, KeySessions<A::Acc>>(open.capacity())
                         + sessions * std::mem::size_of::<Open<A::Acc>>() as u64,
                 };
                 metrics.set_state("session_by_key", worker, size);
@@ -146,7 +202,7 @@ impl<'s, K: Key, V: Data> DStream<'s, (K, V)> {
 fn close_sessions<K: Key, A: Data, L>(
     now: u64,
     gap: u64,
-    open: &mut FxHashMap<K, Vec<Open<A>>>,
+    open: &mut FxHashMap<K, KeySessions<A>>,
     closing: &mut BTreeMap<u64, Vec<K>>,
     sessions: &mut u64,
     out: &mut Vec<Routed<(K, Session, A), L>>,
@@ -155,20 +211,29 @@ fn close_sessions<K: Key, A: Data, L>(
         if *entry.key() > now {
             break;
         }
+        let at = *entry.key();
         for k in entry.remove() {
-            let Some(list) = open.get_mut(&k) else {
+            let Some(state) = open.get_mut(&k) else {
                 continue;
             };
-            let mut done = Vec::new();
-            list.retain_mut(|s| {
-                let closes = s.end.saturating_add(gap) <= now;
-                if closes {
-                    done.push(s.clone());
+            if state.registered_at != Some(at) {
+                continue; // a stale entry: the key was re-filed earlier
+            }
+            let mut done: Vec<Open<A>> = state
+                .sessions
+                .extract_if(.., |s| s.end.saturating_add(gap) <= now)
+                .collect();
+            let next = state
+                .sessions
+                .iter()
+                .map(|s| s.end.saturating_add(gap))
+                .min();
+            state.registered_at = next;
+            match next {
+                Some(n) => closing.entry(n).or_default().push(k.clone()),
+                None => {
+                    open.remove(&k);
                 }
-                !closes
-            });
-            if list.is_empty() {
-                open.remove(&k);
             }
             done.sort_by_key(|s| s.start);
             for s in done {

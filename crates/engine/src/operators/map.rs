@@ -13,7 +13,7 @@ impl<'s, T: Data> DStream<'s, T> {
     /// let out = collect(1, vec![vec![1, 2], vec![3]], |s| s.map(|x: i32| x * 10)).unwrap();
     /// assert_eq!(out, vec![vec![10, 20], vec![30]]);
     /// ```
-    pub fn map<U: Data>(&self, f: impl Fn(T) -> U + 'static) -> DStream<'s, U> {
+    pub fn map<U: Data>(&self, f: impl FnMut(T) -> U + 'static) -> DStream<'s, U> {
         self.derive(self.stream.clone().map(f))
     }
 
@@ -25,7 +25,7 @@ impl<'s, T: Data> DStream<'s, T> {
     /// let out = collect(1, vec![vec![3, 1]], |s| s.flat_map(|n: u32| 0..n)).unwrap();
     /// assert_eq!(out, vec![vec![0, 0, 1, 2]]);
     /// ```
-    pub fn flat_map<U: Data, I>(&self, f: impl Fn(T) -> I + 'static) -> DStream<'s, U>
+    pub fn flat_map<U: Data, I>(&self, f: impl FnMut(T) -> I + 'static) -> DStream<'s, U>
     where
         I: IntoIterator<Item = U>,
     {
@@ -40,7 +40,7 @@ impl<'s, T: Data> DStream<'s, T> {
     /// let out = collect(2, vec![vec![1, 2, 3, 4]], |s| s.filter(|x: &i32| x % 2 == 0)).unwrap();
     /// assert_eq!(out, vec![vec![2, 4]]);
     /// ```
-    pub fn filter(&self, pred: impl Fn(&T) -> bool + 'static) -> DStream<'s, T> {
+    pub fn filter(&self, pred: impl FnMut(&T) -> bool + 'static) -> DStream<'s, T> {
         let mut out = self.derive(self.stream.clone().filter(pred));
         out.window_batches = self.window_batches;
         out
@@ -56,7 +56,7 @@ impl<'s, K: Data, V: Data> DStream<'s, (K, V)> {
     /// let out = collect(1, vec![vec![('a', 1), ('b', 2)]], |s| s.map_values(|v: i32| v + 1)).unwrap();
     /// assert_eq!(out, vec![vec![('a', 2), ('b', 3)]]);
     /// ```
-    pub fn map_values<U: Data>(&self, f: impl Fn(V) -> U + 'static) -> DStream<'s, (K, U)> {
+    pub fn map_values<U: Data>(&self, mut f: impl FnMut(V) -> U + 'static) -> DStream<'s, (K, U)> {
         self.map(move |(k, v)| (k, f(v)))
     }
 }
