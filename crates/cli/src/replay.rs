@@ -54,7 +54,14 @@ impl Replayer<'_> {
             // Small gaps are not worth a sleep (or a tiny append): wait for 5 ms of backlog.
             if let Some(due) = due.filter(|d| *d > started.elapsed() + Duration::from_millis(5)) {
                 self.flush(&mut buf, &mut sent)?;
-                std::thread::sleep(due - started.elapsed().min(due));
+                // Sleep in short steps so that a stop is seen promptly.
+                while started.elapsed() < due && !stop() {
+                    let wait = due.saturating_sub(started.elapsed());
+                    std::thread::sleep(wait.min(Duration::from_millis(200)));
+                }
+                if stop() {
+                    break;
+                }
             }
             buf.push(e);
             if buf.len() >= self.chunk {

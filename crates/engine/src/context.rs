@@ -313,7 +313,6 @@ struct RunShared {
 /// Timings worker 0 keeps for a batch until it completes.
 struct InFlight {
     batch: BatchId,
-    started: Instant,
     read_done: Instant,
     scheduling_delay: Duration,
     local_offsets: Vec<PartitionProgress>,
@@ -337,6 +336,7 @@ where
         worker: worker.index(),
         outputs: Default::default(),
         current_batch: Default::default(),
+        state_ops: Default::default(),
     });
     let settings = SourceSettings {
         worker: worker.index(),
@@ -477,7 +477,6 @@ impl WorkerLoop<'_> {
         }
         self.in_flight.push_back(InFlight {
             batch,
-            started,
             read_done,
             scheduling_delay,
             local_offsets,
@@ -548,7 +547,7 @@ impl WorkerLoop<'_> {
             dead_letters: totals.dead_letters,
             scheduling_delay: done.scheduling_delay,
             processing_time: now.saturating_duration_since(done.read_done),
-            total_delay: done.scheduling_delay + now.saturating_duration_since(done.started),
+            total_delay: done.scheduling_delay + now.saturating_duration_since(done.read_done),
             offsets: totals.offsets,
             state: self.run.metrics.state_sizes(),
             late_events_total: self.run.metrics.late_events(),

@@ -49,9 +49,25 @@ pub(crate) struct JobShared {
     pub outputs: RefCell<usize>,
     /// The batch this worker is working on and when it started it.
     pub current_batch: std::cell::Cell<(BatchId, Option<std::time::Instant>)>,
+    /// How many stateful operators of each kind the job has built so far.
+    pub state_ops: RefCell<std::collections::BTreeMap<&'static str, usize>>,
 }
 
 impl JobShared {
+    /// The name a stateful operator reports its state size under: its kind, numbered from the
+    /// second instance on (`window_aggregate`, `window_aggregate#2`, …) in build order, which is
+    /// the same on every worker.
+    pub fn state_name(&self, kind: &'static str) -> String {
+        let mut ops = self.state_ops.borrow_mut();
+        let n = ops.entry(kind).or_default();
+        *n += 1;
+        if *n == 1 {
+            kind.to_string()
+        } else {
+            format!("{kind}#{n}")
+        }
+    }
+
     /// Time since this worker started batch `b` (zero when unknown).
     pub fn batch_elapsed(&self, b: BatchId) -> std::time::Duration {
         match self.current_batch.get() {

@@ -37,7 +37,7 @@ pub struct BatchCompleted {
     pub scheduling_delay: Duration,
     /// From the end of reading to completion everywhere.
     pub processing_time: Duration,
-    /// Scheduling delay plus reading plus processing.
+    /// Scheduling delay plus processing time (as in Spark's streaming statistics).
     pub total_delay: Duration,
     /// Offsets consumed in the batch, per source partition.
     pub offsets: Vec<PartitionProgress>,

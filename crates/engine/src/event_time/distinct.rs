@@ -47,6 +47,7 @@ impl<'s, K: Key, V: Data> DStream<'s, (K, V)> {
         let wm = self.require_watermarks("distinct_count_in_window")?;
         let metrics = Arc::clone(&self.shared.metrics);
         let worker = self.shared.worker;
+        let state_name = self.shared.state_name("distinct_count_in_window");
         let size_ms = windows.size_ms();
 
         let mut tracker = WatermarkTracker::default();
@@ -112,7 +113,7 @@ impl<'s, K: Key, V: Data> DStream<'s, (K, V)> {
                     keys: keys as u64,
                     bytes: table_bytes::<K, ()>(cap),
                 };
-                metrics.set_state("distinct_count_in_window", worker, size);
+                metrics.set_state(&state_name, worker, size);
             },
         );
         let mut sums: FxHashMap<Window, u64> = FxHashMap::default();

@@ -144,6 +144,7 @@ impl<'s, K: Key, V: Data> DStream<'s, (K, V)> {
         let wm = self.require_watermarks("session_by_key")?;
         let metrics = Arc::clone(&self.shared.metrics);
         let worker = self.shared.worker;
+        let state_name = self.shared.state_name("session_by_key");
         let mut tracker = WatermarkTracker::default();
         let mut open: FxHashMap<K, KeySessions<A::Acc>> = FxHashMap::default();
         // Close time -> keys that may have a session closing then (checked when popped).
@@ -187,7 +188,7 @@ impl<'s, K: Key, V: Data> DStream<'s, (K, V)> {
                     bytes: table_bytes::<K, KeySessions<A::Acc>>(open.capacity())
                         + sessions * std::mem::size_of::<Open<A::Acc>>() as u64,
                 };
-                metrics.set_state("session_by_key", worker, size);
+                metrics.set_state(&state_name, worker, size);
             },
         );
         let (output, late) = self.split_routed(routed);

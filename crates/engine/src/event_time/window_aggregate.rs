@@ -104,6 +104,7 @@ impl<'s, K: Key, V: Data> DStream<'s, (K, V)> {
         let wm = self.require_watermarks("aggregate_by_key_in_window")?;
         let metrics = Arc::clone(&self.shared.metrics);
         let worker = self.shared.worker;
+        let state_name = self.shared.state_name("window_aggregate");
         let size_ms = windows.size_ms();
 
         // Stage 1, on the worker that read the event: late check and pre-aggregation.
@@ -188,7 +189,7 @@ impl<'s, K: Key, V: Data> DStream<'s, (K, V)> {
                     keys: keys as u64,
                     bytes: table_bytes::<K, A::Acc>(cap),
                 };
-                metrics.set_state("window_aggregate", worker, size);
+                metrics.set_state(&state_name, worker, size);
             },
         );
         Ok(EventTimeOutput {

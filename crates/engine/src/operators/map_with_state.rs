@@ -105,6 +105,7 @@ impl<'s, K: Key, V: Data> DStream<'s, (K, V)> {
         };
         let metrics = std::sync::Arc::clone(&self.shared.metrics);
         let worker = self.shared.worker;
+        let state_name = self.shared.state_name("map_with_state");
         let mut state: FxHashMap<K, Entry<S>> = FxHashMap::default();
         // Deadline batch -> keys that may time out then (checked against last_batch when popped).
         let mut deadlines: BTreeMap<BatchId, Vec<K>> = BTreeMap::new();
@@ -141,7 +142,7 @@ impl<'s, K: Key, V: Data> DStream<'s, (K, V)> {
                     keys: state.len() as u64,
                     bytes: table_bytes::<K, Entry<S>>(state.capacity()),
                 };
-                metrics.set_state("map_with_state", worker, size);
+                metrics.set_state(&state_name, worker, size);
             },
         );
         Ok(self.derive(stream))

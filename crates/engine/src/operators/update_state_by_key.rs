@@ -32,6 +32,7 @@ impl<'s, K: Key, V: Data> DStream<'s, (K, V)> {
     ) -> DStream<'s, (K, S)> {
         let metrics = std::sync::Arc::clone(&self.shared.metrics);
         let worker = self.shared.worker;
+        let state_name = self.shared.state_name("update_state_by_key");
         let mut state: FxHashMap<K, Option<S>> = FxHashMap::default();
         let mut groups: FxHashMap<K, Vec<V>> = FxHashMap::default();
         let stream = batch_unary(
@@ -61,7 +62,7 @@ impl<'s, K: Key, V: Data> DStream<'s, (K, V)> {
                     keys: state.len() as u64,
                     bytes: table_bytes::<K, Option<S>>(state.capacity()),
                 };
-                metrics.set_state("update_state_by_key", worker, size);
+                metrics.set_state(&state_name, worker, size);
             },
         );
         self.derive(stream)
