@@ -34,12 +34,13 @@ impl<'s, K: Key, V: Data> DStream<'s, (K, V)> {
         let worker = self.shared.worker;
         let state_name = self.shared.state_name("update_state_by_key");
         let mut state: FxHashMap<K, Option<S>> = FxHashMap::default();
-        let mut groups: FxHashMap<K, Vec<V>> = FxHashMap::default();
         let stream = batch_unary(
             &self.stream,
             Exchange::new(|kv: &(K, V)| route(&kv.0)),
             "UpdateStateByKey",
             move |_b, data, out| {
+                // A fresh map per batch: a kept one would hold its largest batch's capacity forever.
+                let mut groups: FxHashMap<K, Vec<V>> = FxHashMap::default();
                 for (k, v) in data {
                     groups.entry(k).or_default().push(v);
                 }
