@@ -8,10 +8,13 @@ use std::rc::Rc;
 
 use serde::Serialize;
 use serde::de::DeserializeOwned;
+use timely::container::CapacityContainerBuilder;
 use timely::dataflow::channels::pact::ParallelizationContract;
-use timely::dataflow::operators::Operator;
+use timely::dataflow::operators::generic::{InputHandleCore, OutputBuilderSession};
 use timely::dataflow::operators::probe::Handle as ProbeHandle;
+use timely::dataflow::operators::{Capability, Operator};
 use timely::dataflow::{Scope, StreamVec};
+use timely::progress::frontier::MutableAntichain;
 
 use crate::metrics::EngineMetrics;
 use crate::time::{BatchClock, BatchId};
@@ -145,29 +148,20 @@ where
     stream
         .clone()
         .unary_frontier(pact, name, move |cap, _info| {
-            let mut cap = Some(cap);
+            let mut cursor = BatchCursor::new(cap);
             let mut pending: BTreeMap<BatchId, Vec<T>> = BTreeMap::new();
-            let mut next: BatchId = 0;
             let mut out = Vec::new();
             move |(input, frontier), output| {
                 input.for_each(|time, data| pending.entry(*time.time()).or_default().append(data));
-                let Some(held) = cap.as_mut() else { return };
                 let limit = frontier.frontier().first().copied();
-                let upto = limit.unwrap_or_else(|| last_pending(&pending).max(next));
-                while next < upto {
-                    let data = pending.remove(&next).unwrap_or_default();
-                    logic(next, data, &mut out);
-                    if !out.is_empty() {
-                        let at = held.delayed(&next);
-                        output.session(&at).give_container(&mut out);
-                        out.clear();
-                    }
-                    next += 1;
-                }
-                match limit {
-                    Some(l) => held.downgrade(&l),
-                    None => cap = None,
-                }
+                let last = last_pending(&pending);
+                cursor.advance(
+                    limit,
+                    last,
+                    &mut out,
+                    |b, out| logic(b, pending.remove(&b).unwrap_or_default(), out),
+                    |at, out| output.session(at).give_container(out),
+                );
             }
         })
         .container::<Vec<O>>()
@@ -190,52 +184,83 @@ where
     PB: ParallelizationContract<BatchId, Vec<B>>,
     L: FnMut(BatchId, Vec<A>, Vec<B>, &mut Vec<O>) + 'static,
 {
+    let constructor = move |cap, _info| {
+        let mut cursor = BatchCursor::new(cap);
+        let mut pending_a: BTreeMap<BatchId, Vec<A>> = BTreeMap::new();
+        let mut pending_b: BTreeMap<BatchId, Vec<B>> = BTreeMap::new();
+        let mut out = Vec::new();
+        move |(in_a, frontier_a): (&mut InputHandleCore<BatchId, Vec<A>, PA::Puller>, &MutableAntichain<BatchId>),
+              (in_b, frontier_b): (&mut InputHandleCore<BatchId, Vec<B>, PB::Puller>, &MutableAntichain<BatchId>),
+              output: &mut OutputBuilderSession<'_, BatchId, CapacityContainerBuilder<Vec<O>>>| {
+            in_a.for_each(|t, d| pending_a.entry(*t.time()).or_default().append(d));
+            in_b.for_each(|t, d| pending_b.entry(*t.time()).or_default().append(d));
+            let fa = frontier_a.frontier().first().copied();
+            let fb = frontier_b.frontier().first().copied();
+            let limit = match (fa, fb) {
+                (Some(a), Some(b)) => Some(a.min(b)),
+                (a, b) => a.or(b),
+            };
+            let last = last_pending(&pending_a).max(last_pending(&pending_b));
+            cursor.advance(
+                limit,
+                last,
+                &mut out,
+                |b, out| {
+                    let a = pending_a.remove(&b).unwrap_or_default();
+                    let bb = pending_b.remove(&b).unwrap_or_default();
+                    logic(b, a, bb, out);
+                },
+                |at, out| output.session(at).give_container(out),
+            );
+        }
+    };
     left.clone()
-        .binary_frontier(
-            right.clone(),
-            pact_left,
-            pact_right,
-            name,
-            move |cap, _info| {
-                let mut cap = Some(cap);
-                let mut pending_a: BTreeMap<BatchId, Vec<A>> = BTreeMap::new();
-                let mut pending_b: BTreeMap<BatchId, Vec<B>> = BTreeMap::new();
-                let mut next: BatchId = 0;
-                let mut out = Vec::new();
-                move |(in_a, frontier_a), (in_b, frontier_b), output| {
-                    in_a.for_each(|t, d| pending_a.entry(*t.time()).or_default().append(d));
-                    in_b.for_each(|t, d| pending_b.entry(*t.time()).or_default().append(d));
-                    let Some(held) = cap.as_mut() else { return };
-                    let fa = frontier_a.frontier().first().copied();
-                    let fb = frontier_b.frontier().first().copied();
-                    let limit = match (fa, fb) {
-                        (Some(a), Some(b)) => Some(a.min(b)),
-                        (a, b) => a.or(b),
-                    };
-                    let upto = limit.unwrap_or_else(|| {
-                        last_pending(&pending_a)
-                            .max(last_pending(&pending_b))
-                            .max(next)
-                    });
-                    while next < upto {
-                        let a = pending_a.remove(&next).unwrap_or_default();
-                        let b = pending_b.remove(&next).unwrap_or_default();
-                        logic(next, a, b, &mut out);
-                        if !out.is_empty() {
-                            let at = held.delayed(&next);
-                            output.session(&at).give_container(&mut out);
-                            out.clear();
-                        }
-                        next += 1;
-                    }
-                    match limit {
-                        Some(l) => held.downgrade(&l),
-                        None => cap = None,
-                    }
-                }
-            },
-        )
+        .binary_frontier(right.clone(), pact_left, pact_right, name, constructor)
         .container::<Vec<O>>()
+}
+
+/// Walks batch ids in order as the input frontier passes them, holding the capability that lets
+/// an operator emit at each of them; drops it when the input is closed, so progress never stalls.
+struct BatchCursor {
+    cap: Option<Capability<BatchId>>,
+    next: BatchId,
+}
+
+impl BatchCursor {
+    fn new(cap: Capability<BatchId>) -> Self {
+        BatchCursor {
+            cap: Some(cap),
+            next: 0,
+        }
+    }
+
+    /// Visits every batch below `limit` (all up to `last_pending` once the input is closed, when
+    /// `limit` is `None`) and emits what each visit produced at that batch.
+    fn advance<O>(
+        &mut self,
+        limit: Option<BatchId>,
+        last_pending: BatchId,
+        out: &mut Vec<O>,
+        mut visit: impl FnMut(BatchId, &mut Vec<O>),
+        mut emit: impl FnMut(&Capability<BatchId>, &mut Vec<O>),
+    ) {
+        let Some(held) = self.cap.as_mut() else {
+            return;
+        };
+        let upto = limit.unwrap_or_else(|| last_pending.max(self.next));
+        while self.next < upto {
+            visit(self.next, out);
+            if !out.is_empty() {
+                emit(&held.delayed(&self.next), out);
+                out.clear();
+            }
+            self.next += 1;
+        }
+        match limit {
+            Some(l) => held.downgrade(&l),
+            None => self.cap = None,
+        }
+    }
 }
 
 fn last_pending<T>(pending: &BTreeMap<BatchId, T>) -> BatchId {

@@ -64,7 +64,7 @@ impl ResultSink for JsonlSink {
         for row in &batch.rows {
             write_line(&mut text, row, batch.batch).map_err(|e| error(e.to_string()))?;
         }
-        write_atomically(&path, &text).map_err(|e| error(e.to_string()))
+        clickpulse_engine::write_file_atomically(&path, &text).map_err(|e| error(e.to_string()))
     }
 }
 
@@ -86,20 +86,4 @@ fn write_line(out: &mut Vec<u8>, row: &Value, batch: u64) -> serde_json::Result<
     }
     out.push(b'\n');
     Ok(())
-}
-
-/// Writes `bytes` to `path` through a temporary file in the same directory, fsynced, then renamed.
-fn write_atomically(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
-    use std::io::Write;
-    let dir = path.parent().unwrap_or(Path::new("."));
-    std::fs::create_dir_all(dir)?;
-    let name = path
-        .file_name()
-        .map(|n| n.to_string_lossy().into_owned())
-        .unwrap_or_default();
-    let tmp = dir.join(format!(".{name}.tmp"));
-    let mut file = std::fs::File::create(&tmp)?;
-    file.write_all(bytes)?;
-    file.sync_all()?;
-    std::fs::rename(&tmp, path)
 }

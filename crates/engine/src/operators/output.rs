@@ -171,6 +171,20 @@ pub(crate) fn format_batch<T: Debug>(info: &BatchInfo, rows: &[T], n: usize) -> 
 /// # Errors
 /// Any I/O or serialisation error; the target is then left untouched.
 pub fn write_json_lines_atomically<T: Serialize>(path: &Path, rows: &[T]) -> std::io::Result<()> {
+    let mut text = Vec::new();
+    for r in rows {
+        serde_json::to_writer(&mut text, r).map_err(std::io::Error::other)?;
+        text.push(b'\n');
+    }
+    write_file_atomically(path, &text)
+}
+
+/// Writes `bytes` to `path` atomically: a temporary file in the same directory (created when
+/// needed), fsynced, then renamed over `path`. A reader sees the old file or the whole new one.
+///
+/// # Errors
+/// Any I/O error; the target is then left untouched.
+pub fn write_file_atomically(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
     let dir = path
         .parent()
         .filter(|p| !p.as_os_str().is_empty())
@@ -182,13 +196,9 @@ pub fn write_json_lines_atomically<T: Serialize>(path: &Path, rows: &[T]) -> std
         .unwrap_or_default();
     let tmp = dir.join(format!(".{name}.tmp"));
     {
-        let mut w = std::io::BufWriter::new(std::fs::File::create(&tmp)?);
-        for r in rows {
-            serde_json::to_writer(&mut w, r).map_err(std::io::Error::other)?;
-            w.write_all(b"\n")?;
-        }
-        w.flush()?;
-        w.get_ref().sync_all()?;
+        let mut file = std::fs::File::create(&tmp)?;
+        file.write_all(bytes)?;
+        file.sync_all()?;
     }
     std::fs::rename(&tmp, path)
 }
