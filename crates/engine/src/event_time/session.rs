@@ -68,23 +68,20 @@ fn insert_click<V, A: Aggregator<V>>(
         return (1, 0);
     };
     // The click may bridge this session and later ones: fold those into it.
-    let bridged: Vec<Open<A::Acc>> = state
-        .sessions
-        .iter()
-        .skip(first + 1)
-        .any(overlaps)
-        .then(|| {
-            let mut index = 0;
-            state
-                .sessions
-                .extract_if(.., |s| {
-                    let hit = index > first && overlaps(s);
-                    index += 1;
-                    hit
-                })
-                .collect()
-        })
-        .unwrap_or_default();
+    let bridges_more = state.sessions.iter().skip(first + 1).any(overlaps);
+    let bridged: Vec<Open<A::Acc>> = if bridges_more {
+        let mut index = 0;
+        state
+            .sessions
+            .extract_if(.., |s| {
+                let hit = index > first && overlaps(s);
+                index += 1;
+                hit
+            })
+            .collect()
+    } else {
+        Vec::new()
+    };
     let merged = bridged.len() as u64;
     if let Some(target) = state.sessions.get_mut(first) {
         target.start = target.start.min(t);
