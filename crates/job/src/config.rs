@@ -5,6 +5,7 @@
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
+use clickpulse_connectors::kafka::{DEFAULT_TOPIC_PREFIX, KafkaUrl};
 use figment::Figment;
 use figment::providers::{Env, Format, Serialized, Toml};
 use serde::{Deserialize, Serialize};
@@ -77,8 +78,16 @@ pub struct InputConfig {
     pub topic: String,
     /// Partitions when the topic is created. Default = 4.
     pub partitions: u32,
-    /// Read from Kafka instead of the embedded log: `kafka://HOST:PORT/TOPIC`. Default: unset.
+    /// Read from Kafka instead of the embedded log: `kafka://HOST:PORT/TOPIC` (a URL without a
+    /// topic reads `input.topic`). `log` and `partitions` are then not used. Default: unset.
     pub kafka: Option<String>,
+    /// The Kafka consumer group progress is committed to, only so that lag tools can see it
+    /// (offsets belong to the engine). Default = "clickpulse".
+    pub kafka_group_id: String,
+    /// Where Kafka records that do not decode are copied; `""` copies none (they are still
+    /// counted and written to the `dead_letters` stream). Created when missing.
+    /// Default: unset, meaning `<topic>.dlq`.
+    pub kafka_dead_letter_topic: Option<String>,
     /// How far behind the highest event time seen a click may be and still count. Default = "0s".
     #[serde(with = "humantime_serde")]
     pub allowed_lateness: Duration,
@@ -95,6 +104,8 @@ impl Default for InputConfig {
             topic: "clicks".into(),
             partitions: 4,
             kafka: None,
+            kafka_group_id: "clickpulse".into(),
+            kafka_dead_letter_topic: None,
             allowed_lateness: Duration::ZERO,
             idle_timeout: Duration::from_secs(5),
         }
@@ -176,13 +187,46 @@ impl Default for HistoryConfig {
 }
 
 /// `[output]`
-#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct OutputConfig {
     /// Write each stream's batches as JSON Lines under this directory. Default: unset (no files).
     pub dir: Option<PathBuf>,
-    /// Also write results to Kafka: `kafka://HOST:PORT` (topics `clickpulse.<stream>`). Default: unset.
+    /// Also write results to Kafka: `kafka://HOST:PORT` (brokers only, no topic), one topic per
+    /// stream named `<kafka_topic_prefix><stream>`, created when missing. Default: unset.
     pub kafka: Option<String>,
+    /// The prefix of the result topics in Kafka. Default = "clickpulse.".
+    pub kafka_topic_prefix: String,
+}
+
+impl Default for OutputConfig {
+    fn default() -> Self {
+        OutputConfig {
+            dir: None,
+            kafka: None,
+            kafka_topic_prefix: DEFAULT_TOPIC_PREFIX.into(),
+        }
+    }
+}
+
+impl InputConfig {
+    /// The Kafka dead-letter topic for input `topic`: `kafka_dead_letter_topic`, `<topic>.dlq`
+    /// when unset, `None` when set to `""`.
+    ///
+    /// # Examples
+    /// ```
+    /// let mut input = clickpulse_job::config::InputConfig::default();
+    /// assert_eq!(input.dead_letter_topic_for("clicks").as_deref(), Some("clicks.dlq"));
+    /// input.kafka_dead_letter_topic = Some(String::new());
+    /// assert_eq!(input.dead_letter_topic_for("clicks"), None);
+    /// ```
+    pub fn dead_letter_topic_for(&self, topic: &str) -> Option<String> {
+        match self.kafka_dead_letter_topic.as_deref() {
+            None => Some(format!("{topic}.dlq")),
+            Some("") => None,
+            Some(t) => Some(t.to_string()),
+        }
+    }
 }
 
 impl JobConfig {
@@ -291,8 +335,81 @@ impl JobConfig {
                 "must be a plain (optionally schema-qualified) identifier".into(),
             );
         }
+        self.validate_kafka()
+    }
+
+    /// Checks the Kafka keys: URLs that parse, a topic only where one belongs, names Kafka
+    /// accepts.
+    fn validate_kafka(&self) -> Result<(), ConfigError> {
+        let bad = |key: &str, reason: String| {
+            Err(ConfigError::Value {
+                key: key.into(),
+                reason,
+            })
+        };
+        let input = &self.input;
+        if let Some(url) = &input.kafka {
+            let url = match KafkaUrl::parse(url) {
+                Ok(u) => u,
+                Err(e) => return bad("input.kafka", e.to_string()),
+            };
+            let topic = url.topic_or(&input.topic);
+            if let Some(dlq) = input.dead_letter_topic_for(topic)
+                && let Err(reason) = check_topic_name(&dlq)
+            {
+                return bad("input.kafka_dead_letter_topic", format!("`{dlq}` {reason}"));
+            }
+        }
+        if input.kafka_group_id.trim().is_empty() {
+            return bad("input.kafka_group_id", "must not be empty".into());
+        }
+        let output = &self.output;
+        if let Some(url) = &output.kafka {
+            match KafkaUrl::parse(url) {
+                Err(e) => return bad("output.kafka", e.to_string()),
+                Ok(u) if u.topic().is_some() => {
+                    return bad(
+                        "output.kafka",
+                        format!(
+                            "`{url}` names a topic; give brokers only (kafka://HOST:PORT): \
+                             the topics are output.kafka_topic_prefix + the stream name"
+                        ),
+                    );
+                }
+                Ok(_) => {}
+            }
+        }
+        let streams = crate::STREAMS
+            .iter()
+            .chain(&["late_events", "dead_letters"]);
+        for stream in streams {
+            let topic = format!("{}{stream}", output.kafka_topic_prefix);
+            if let Err(reason) = check_topic_name(&topic) {
+                return bad(
+                    "output.kafka_topic_prefix",
+                    format!("makes the topic name `{topic}`, which {reason}"),
+                );
+            }
+        }
         Ok(())
     }
+}
+
+/// Kafka's topic-name rules: 1..=249 characters of `[a-zA-Z0-9._-]`, not `.` or `..`.
+fn check_topic_name(topic: &str) -> Result<(), &'static str> {
+    if topic.is_empty() || topic == "." || topic == ".." {
+        return Err("is not a valid Kafka topic name");
+    }
+    if topic.len() > 249 {
+        return Err("is longer than Kafka's 249 characters");
+    }
+    if !topic
+        .chars()
+        .all(|c| c.is_ascii_alphanumeric() || c == '.' || c == '_' || c == '-')
+    {
+        return Err("has characters Kafka refuses (only ASCII letters, digits, `.`, `_`, `-`)");
+    }
+    Ok(())
 }
 
 /// Letters, digits, `_`, one optional `schema.` prefix: safe to splice into SQL.
@@ -370,5 +487,63 @@ mod tests {
         assert!(!valid_table_name("a.b.c"));
         assert!(!valid_table_name("1abc"));
         assert!(!valid_table_name(""));
+    }
+
+    #[test]
+    fn kafka_keys_default_load_and_validate() {
+        let cfg = JobConfig::default();
+        assert_eq!(cfg.input.kafka_group_id, "clickpulse");
+        assert_eq!(cfg.input.kafka_dead_letter_topic, None);
+        assert_eq!(cfg.output.kafka_topic_prefix, "clickpulse.");
+
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("job.toml");
+        std::fs::write(
+            &path,
+            "[input]\nkafka = \"kafka://127.0.0.1:9092/clicks\"\nkafka_group_id = \"g\"\n\
+             kafka_dead_letter_topic = \"\"\n[output]\nkafka = \"kafka://127.0.0.1:9092\"\n\
+             kafka_topic_prefix = \"results-\"\n",
+        )
+        .unwrap();
+        let cfg = JobConfig::load(Some(&path)).unwrap();
+        assert_eq!(
+            cfg.input.kafka.as_deref(),
+            Some("kafka://127.0.0.1:9092/clicks")
+        );
+        assert_eq!(cfg.input.kafka_group_id, "g");
+        assert_eq!(cfg.input.dead_letter_topic_for("clicks"), None);
+        assert_eq!(cfg.output.kafka.as_deref(), Some("kafka://127.0.0.1:9092"));
+        assert_eq!(cfg.output.kafka_topic_prefix, "results-");
+    }
+
+    #[test]
+    fn bad_kafka_values_name_their_key() {
+        let cases: [(&str, fn(&mut JobConfig)); 6] = [
+            ("input.kafka", |c| {
+                c.input.kafka = Some("http://h:1/t".into())
+            }),
+            ("input.kafka_group_id", |c| {
+                c.input.kafka_group_id = " ".into()
+            }),
+            ("input.kafka_dead_letter_topic", |c| {
+                c.input.kafka = Some("kafka://h:1/t".into());
+                c.input.kafka_dead_letter_topic = Some("bad topic".into());
+            }),
+            ("output.kafka", |c| {
+                c.output.kafka = Some("kafka://h:0".into())
+            }),
+            ("output.kafka", |c| {
+                c.output.kafka = Some("kafka://h:1/topic".into())
+            }),
+            ("output.kafka_topic_prefix", |c| {
+                c.output.kafka_topic_prefix = "a/b.".into()
+            }),
+        ];
+        for (key, set) in cases {
+            let mut cfg = JobConfig::default();
+            set(&mut cfg);
+            let err = cfg.validate().unwrap_err().to_string();
+            assert!(err.contains(&format!("`{key}`")), "{key}: {err}");
+        }
     }
 }
