@@ -8,12 +8,12 @@ use std::time::Duration;
 
 use anyhow::Context;
 use clap::Args;
-use clickpulse_connectors::log::LogWriter;
+use clickpulse_connectors::log::{LogSource, LogWriter};
 use clickpulse_engine::RunMode;
 use clickpulse_events::msnbc;
 use clickpulse_job::JobConfig;
 use clickpulse_log::{Durability, Log, LogOptions};
-use clickpulse_server::Metrics;
+use clickpulse_server::{LogAppender, Metrics};
 
 use crate::jobrun::JobRun;
 use crate::replay::{Pace, Replayer};
@@ -56,7 +56,7 @@ fn msnbc_path(given: Option<PathBuf>) -> PathBuf {
 
 /// Runs the demo until Ctrl-C.
 pub fn run(args: DemoArgs) -> anyhow::Result<()> {
-    if !(args.speed > 0.0) {
+    if args.speed.is_nan() || args.speed <= 0.0 {
         anyhow::bail!("--speed must be positive");
     }
     let temp = tempfile::Builder::new()
@@ -86,7 +86,7 @@ pub fn run(args: DemoArgs) -> anyhow::Result<()> {
     let served = Served::start(
         addr,
         Arc::clone(&metrics),
-        Some(topic.clone()),
+        Some(Arc::new(LogAppender::new(topic.clone()))),
         args.dashboard_dir.clone(),
     )?;
 
@@ -101,13 +101,13 @@ pub fn run(args: DemoArgs) -> anyhow::Result<()> {
 
     let stopping = Arc::new(AtomicBool::new(false));
     let replay_stop = Arc::clone(&stopping);
-    let writer = LogWriter::new(topic.clone());
+    let mut writer = LogWriter::new(topic.clone());
     let speed = args.speed;
     let replay = std::thread::Builder::new()
         .name("replay".into())
         .spawn(move || {
-            let replayer = Replayer {
-                writer: &writer,
+            let mut replayer = Replayer {
+                writer: &mut writer,
                 pace: Pace::Speed(speed),
                 chunk: 2_000,
                 progress: None,
@@ -124,7 +124,7 @@ pub fn run(args: DemoArgs) -> anyhow::Result<()> {
         hub: Some(served.hub.clone()),
         metrics,
     };
-    let report = job.run(topic, |handle| {
+    let report = job.run(LogSource::new(topic), |handle| {
         stop_on_signal_with(move || {
             eprintln!("stopping: finishing the batch in progress");
             stopping.store(true, Ordering::Relaxed);

@@ -49,14 +49,21 @@ impl ResultSink for HubSink {
     }
 
     fn write(&mut self, batch: &ResultBatch) -> Result<(), SinkError> {
-        let mut update = StreamUpdate::new(batch.stream.clone(), batch.batch, batch.rows.clone());
-        if let (Some(s), Some(e)) = (batch.window_start_ms, batch.window_end_ms) {
-            update = update.with_window(s, e);
-        }
-        self.hub.publish(update).map_err(|e| SinkError::Write {
-            sink: "hub".into(),
-            message: e.to_string(),
-        })
+        self.hub
+            .publish(update_of(batch.clone()))
+            .map_err(|e| SinkError::Write {
+                sink: "hub".into(),
+                message: e.to_string(),
+            })
+    }
+}
+
+/// A result batch as a hub update, with its window bounds when it has both.
+pub fn update_of(batch: ResultBatch) -> StreamUpdate {
+    let update = StreamUpdate::new(batch.stream, batch.batch, batch.rows);
+    match (batch.window_start_ms, batch.window_end_ms) {
+        (Some(s), Some(e)) => update.with_window(s, e),
+        _ => update,
     }
 }
 

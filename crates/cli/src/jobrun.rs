@@ -6,13 +6,57 @@ use std::time::Instant;
 use anyhow::Context;
 use clickpulse_connectors::files::JsonlSink;
 use clickpulse_connectors::log::LogSource;
+use clickpulse_engine::source::PartitionedSource;
 use clickpulse_engine::{RunMode, RunSummary, ShutdownHandle, StreamingContext};
+use clickpulse_events::ClickEvent;
 use clickpulse_job::history::History;
 use clickpulse_job::{JobConfig, Outputs, StandardJob};
 use clickpulse_log::{Log, LogOptions, Topic};
-use clickpulse_server::{Hub, Metrics};
+use clickpulse_server::{EventAppender, Hub, LogAppender, Metrics};
 
 use crate::glue::{BatchListener, HubSink};
+use crate::kafka::{self, KafkaInput};
+
+/// Where a job's clicks come from.
+pub enum Input {
+    /// A topic of the embedded log (the log stays open as long as this value).
+    Log {
+        /// The open log (held so it stays open while the job reads it).
+        _log: Log,
+        /// The clicks' topic.
+        topic: Topic,
+    },
+    /// A Kafka topic (`input.kafka`).
+    Kafka(KafkaInput),
+}
+
+impl Input {
+    /// The Kafka topic when `input.kafka` is set, else the embedded log's topic (created unless
+    /// `read_only`).
+    ///
+    /// # Errors
+    /// When the log or the cluster cannot be opened, or the topic is missing.
+    pub fn open(config: &JobConfig, read_only: bool) -> anyhow::Result<Input> {
+        match &config.input.kafka {
+            Some(url) => Ok(Input::Kafka(KafkaInput::open(config, url)?)),
+            None => {
+                let (log, topic) = open_topic(config, read_only)?;
+                Ok(Input::Log { _log: log, topic })
+            }
+        }
+    }
+
+    /// Where the collector appends: the same topic.
+    ///
+    /// # Errors
+    /// When the Kafka producer cannot be made.
+    pub fn appender(&self) -> anyhow::Result<Arc<dyn EventAppender>> {
+        Ok(match self {
+            Input::Log { topic, .. } => Arc::new(LogAppender::new(topic.clone())),
+            Input::Kafka(k) => Arc::new(k.appender()?),
+        })
+    }
+}
 
 /// Opens (or creates) the embedded log and the input topic.
 pub fn open_topic(cfg: &JobConfig, read_only: bool) -> anyhow::Result<(Log, Topic)> {
@@ -82,6 +126,10 @@ impl JobRun {
             std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
             outputs.add(Box::new(JsonlSink::new(dir)));
         }
+        if let Some(url) = &self.config.output.kafka {
+            let prefix = &self.config.output.kafka_topic_prefix;
+            outputs.add(Box::new(kafka::result_sink(url, prefix)?));
+        }
         let history =
             Arc::new(History::load(&self.config.history).context("loading the history table")?);
         history.reload_every(self.config.history.clone());
@@ -94,16 +142,26 @@ impl JobRun {
         Ok((ctx, job))
     }
 
-    /// Runs the job over `topic` until its end (until-end mode) or until `stop` fires.
-    pub fn run(
+    /// Runs the job over `input` until its end (until-end mode) or until `stop` fires.
+    pub fn run_input(
         &self,
-        topic: Topic,
+        input: &Input,
         stop: impl FnOnce(ShutdownHandle),
     ) -> anyhow::Result<RunReport> {
+        match input {
+            Input::Log { topic, .. } => self.run(LogSource::new(topic.clone()), stop),
+            Input::Kafka(k) => self.run(k.source.clone(), stop),
+        }
+    }
+
+    /// Runs the job over `source` until its end (until-end mode) or until `stop` fires.
+    pub fn run<S>(&self, source: S, stop: impl FnOnce(ShutdownHandle)) -> anyhow::Result<RunReport>
+    where
+        S: PartitionedSource<Item = ClickEvent> + Clone + Send + Sync + 'static,
+    {
         let (ctx, job) = self.prepare()?;
         stop(ctx.shutdown_handle());
         let history = Arc::clone(&job.history);
-        let source = LogSource::new(topic);
         let started = Instant::now();
         let summary: RunSummary = ctx.run(move |j| job.build(j, &source))?;
         let elapsed = started.elapsed().as_secs_f64();

@@ -2,8 +2,10 @@
 
 mod bench;
 mod demo;
+mod feeds;
 mod glue;
 mod jobrun;
+mod kafka;
 mod replay;
 mod server;
 
@@ -12,10 +14,9 @@ use std::time::Duration;
 
 use anyhow::Context;
 use clap::{Args, Parser, Subcommand};
+use clickpulse_connectors::kafka::KafkaUrl;
 use clickpulse_engine::RunMode;
-use clickpulse_events::Format;
 use clickpulse_job::JobConfig;
-use clickpulse_log::{Durability, Log, LogOptions};
 
 // The engine allocates many small strings and vectors on several threads at once, where
 // mimalloc is markedly faster than the system allocator (measured in docs/benchmarks.md).
@@ -37,9 +38,10 @@ enum Command {
     Demo(demo::DemoArgs),
     /// Runs the standard job from a job file (flags override the file).
     Run(RunArgs),
-    /// Replays clicks from a file into the embedded log.
-    Replay(ReplayArgs),
-    /// Serves the dashboard, WebSocket/SSE hub and collector without running a job.
+    /// Replays clicks from a file into the embedded log or a Kafka topic.
+    Replay(replay::ReplayArgs),
+    /// Serves the dashboard, WebSocket/SSE hub and collector without running a job (with
+    /// --from, the hub shows a job's results from Kafka).
     Serve(server::ServeArgs),
     /// Measures the whole standard job and its end-to-end latency.
     Bench(bench::BenchArgs),
@@ -58,14 +60,22 @@ pub struct RunArgs {
     #[arg(long)]
     config: Option<PathBuf>,
     /// The embedded log directory (overrides input.log).
-    #[arg(long)]
+    #[arg(long, conflicts_with = "input_kafka")]
     log: Option<PathBuf>,
-    /// The input topic (overrides input.topic).
+    /// The input topic (overrides input.topic; a Kafka URL's own topic wins).
     #[arg(long)]
     topic: Option<String>,
+    /// Read clicks from Kafka instead of the embedded log: kafka://HOST:PORT/TOPIC (overrides
+    /// input.kafka).
+    #[arg(long, value_name = "URL", value_parser = KafkaUrl::parse)]
+    input_kafka: Option<KafkaUrl>,
     /// Write each stream's batches as JSON Lines under this directory (overrides output.dir).
     #[arg(long)]
     output_dir: Option<PathBuf>,
+    /// Also write results to Kafka, one topic per stream (created when missing):
+    /// kafka://HOST:PORT (overrides output.kafka; prefix: output.kafka_topic_prefix).
+    #[arg(long, value_name = "URL", value_parser = KafkaUrl::parse)]
+    output_kafka: Option<KafkaUrl>,
     /// Process the input up to its current end, emit everything (closing every window and
     /// session) and stop.
     #[arg(long)]
@@ -76,7 +86,8 @@ pub struct RunArgs {
     /// Batch interval, e.g. 500ms (overrides engine.batch_interval).
     #[arg(long, value_parser = humantime::parse_duration)]
     batch_interval: Option<Duration>,
-    /// Also serve the dashboard, hub and collector on this address (e.g. 127.0.0.1:8080).
+    /// Also serve the dashboard, hub and collector on this address (e.g. 127.0.0.1:8080); the
+    /// collector appends to the job's input topic (embedded log or Kafka).
     #[arg(long)]
     serve: Option<std::net::SocketAddr>,
     /// Print the run's summary as one JSON line at the end.
@@ -84,127 +95,23 @@ pub struct RunArgs {
     json: bool,
 }
 
-/// `clickpulse replay`
-#[derive(Debug, Args)]
-pub struct ReplayArgs {
-    /// The input file.
-    #[arg(long)]
-    input: PathBuf,
-    /// msnbc, tsv, csv or ndjson. Default: msnbc for *.seq / *.seq.gz, else from the extension.
-    #[arg(long)]
-    format: Option<Format>,
-    /// The embedded log directory.
-    #[arg(long, default_value = "clickpulse-data/log")]
-    log: PathBuf,
-    /// The topic (created with --partitions partitions when missing).
-    #[arg(long, default_value = "clicks")]
-    topic: String,
-    /// Partitions of a new topic.
-    #[arg(long, default_value_t = 4)]
-    partitions: u32,
-    /// A steady rate in events/s (default: as fast as possible).
-    #[arg(long, conflicts_with = "speed")]
-    rate: Option<f64>,
-    /// Replay at the events' own clock sped up by this factor (60 = an hour of clicks a minute).
-    #[arg(long)]
-    speed: Option<f64>,
-    /// When appends are fsynced: none, batch (every append) or an interval such as 100ms.
-    #[arg(long, default_value = "batch")]
-    durability: String,
-    /// Where unparseable lines are kept (JSON Lines with their position).
-    #[arg(long, default_value = "dead-letters.jsonl")]
-    dead_letters: PathBuf,
-}
-
-/// Parses `none`, `batch` or a duration.
-fn parse_durability(s: &str) -> anyhow::Result<Durability> {
-    match s {
-        "none" => Ok(Durability::None),
-        "batch" => Ok(Durability::EveryBatch),
-        other => humantime::parse_duration(other)
-            .map(Durability::Interval)
-            .with_context(|| {
-                format!("--durability `{other}`: expected none, batch or a duration like 100ms")
-            }),
-    }
-}
-
-fn format_for(path: &std::path::Path, given: Option<Format>) -> anyhow::Result<Format> {
-    if let Some(f) = given {
-        return Ok(f);
-    }
-    let name = path.to_string_lossy();
-    let guess = [
-        (".seq.gz", Format::Msnbc),
-        (".seq", Format::Msnbc),
-        (".tsv", Format::Tsv),
-        (".csv", Format::Csv),
-        (".ndjson", Format::Ndjson),
-        (".jsonl", Format::Ndjson),
-    ];
-    guess
-        .iter()
-        .find(|(ext, _)| name.ends_with(ext))
-        .map(|(_, f)| *f)
-        .with_context(|| {
-            format!("cannot tell the format of {name}: pass --format msnbc|tsv|csv|ndjson")
-        })
-}
-
-fn replay(args: ReplayArgs) -> anyhow::Result<()> {
-    let format = format_for(&args.input, args.format)?;
-    let durability = parse_durability(&args.durability)?;
-    let log = Log::open(&args.log, LogOptions::default().durability(durability))
-        .with_context(|| format!("opening the log at {}", args.log.display()))?;
-    let topic = match log.topic(&args.topic) {
-        Ok(t) => t,
-        Err(_) => log.create_topic(&args.topic, args.partitions)?,
-    };
-    let (events, total, bad) = replay::read_input(&args.input, format, &args.dead_letters)?;
-    let pace = match (args.rate, args.speed) {
-        (Some(r), _) if r > 0.0 => replay::Pace::Rate(r),
-        (_, Some(s)) if s > 0.0 => replay::Pace::Speed(s),
-        (None, None) => replay::Pace::Unlimited,
-        _ => anyhow::bail!("--rate and --speed must be positive"),
-    };
-    let writer = clickpulse_connectors::log::LogWriter::new(topic);
-    let progress = replay::progress_bar(total);
-    let replayer = replay::Replayer {
-        writer: &writer,
-        pace,
-        chunk: 10_000,
-        progress: Some(progress.clone()),
-    };
-    let mut summary = replayer.run(events, || false)?;
-    progress.finish();
-    summary.bad_lines = bad.count();
-    println!(
-        "replayed {} events into {}/{} ({} bad lines{}) in {:.2} s: {:.0} events/s",
-        summary.events,
-        args.log.display(),
-        args.topic,
-        summary.bad_lines,
-        if summary.bad_lines > 0 {
-            format!(", kept in {}", args.dead_letters.display())
-        } else {
-            String::new()
-        },
-        summary.elapsed_s,
-        summary.events_per_s
-    );
-    Ok(())
-}
-
-fn run(args: RunArgs) -> anyhow::Result<()> {
+/// The job file with the flags applied, validated.
+fn run_config(args: &RunArgs) -> anyhow::Result<JobConfig> {
     let mut config = JobConfig::load(args.config.as_deref())?;
-    if let Some(log) = args.log {
-        config.input.log = log;
+    if let Some(log) = &args.log {
+        config.input.log.clone_from(log);
     }
-    if let Some(topic) = args.topic {
-        config.input.topic = topic;
+    if let Some(topic) = &args.topic {
+        config.input.topic.clone_from(topic);
     }
-    if let Some(dir) = args.output_dir {
-        config.output.dir = Some(dir);
+    if let Some(url) = &args.input_kafka {
+        config.input.kafka = Some(url.to_string());
+    }
+    if let Some(dir) = &args.output_dir {
+        config.output.dir = Some(dir.clone());
+    }
+    if let Some(url) = &args.output_kafka {
+        config.output.kafka = Some(url.to_string());
     }
     if let Some(w) = args.workers {
         config.engine.workers = w;
@@ -213,18 +120,23 @@ fn run(args: RunArgs) -> anyhow::Result<()> {
         config.engine.batch_interval = b;
     }
     config.validate()?;
+    Ok(config)
+}
+
+fn run(args: RunArgs) -> anyhow::Result<()> {
+    let config = run_config(&args)?;
     let mode = if args.until_end {
         RunMode::UntilEnd
     } else {
         RunMode::Continuous
     };
-    let (_log, topic) = jobrun::open_topic(&config, args.serve.is_none())?;
+    let input = jobrun::Input::open(&config, args.serve.is_none())?;
     let metrics = std::sync::Arc::new(clickpulse_server::Metrics::new());
     let served = match args.serve {
         Some(addr) => Some(server::Served::start(
             addr,
             std::sync::Arc::clone(&metrics),
-            Some(topic.clone()),
+            Some(input.appender()?),
             None,
         )?),
         None => None,
@@ -235,7 +147,7 @@ fn run(args: RunArgs) -> anyhow::Result<()> {
         hub: served.as_ref().map(|s| s.hub.clone()),
         metrics,
     };
-    let report = job.run(topic, server::stop_on_signal)?;
+    let report = job.run_input(&input, server::stop_on_signal)?;
     if args.json {
         println!("{}", serde_json::to_string(&report)?);
     } else {
@@ -268,7 +180,7 @@ fn main() -> anyhow::Result<()> {
     match cli.command {
         Command::Demo(args) => demo::run(args),
         Command::Run(args) => run(args),
-        Command::Replay(args) => replay(args),
+        Command::Replay(args) => replay::run(args),
         Command::Serve(args) => server::serve(args),
         Command::Bench(args) => bench::run(args),
         Command::GenHistory { out } => {
@@ -282,5 +194,88 @@ fn main() -> anyhow::Result<()> {
             }
             Ok(())
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(args: &[&str]) -> Result<Cli, clap::Error> {
+        Cli::try_parse_from(std::iter::once("clickpulse").chain(args.iter().copied()))
+    }
+
+    #[test]
+    fn kafka_flags_parse_and_refuse_what_does_not_go_together() {
+        assert!(
+            parse(&[
+                "replay",
+                "--input",
+                "f.ndjson",
+                "--to",
+                "kafka://h:9/clicks"
+            ])
+            .is_ok()
+        );
+        let refused: &[&[&str]] = &[
+            &[
+                "replay",
+                "--input",
+                "f",
+                "--to",
+                "kafka://h:9/c",
+                "--log",
+                "d",
+            ],
+            &[
+                "replay",
+                "--input",
+                "f",
+                "--to",
+                "kafka://h:9/c",
+                "--durability",
+                "none",
+            ],
+            &["replay", "--input", "f", "--to", "http://h:9/c"],
+            &["run", "--input-kafka", "kafka://h:9/c", "--log", "d"],
+            &["run", "--output-kafka", "kafka://h:0"],
+            &["serve", "--topic-prefix", "x."],
+            &["serve", "--from", "kafka://h:9", "--catch-up", "some"],
+        ];
+        for args in refused {
+            assert!(parse(args).is_err(), "{args:?} was accepted");
+        }
+    }
+
+    #[test]
+    fn run_flags_override_the_job_file() {
+        let Ok(Cli {
+            command: Command::Run(args),
+        }) = parse(&[
+            "run",
+            "--input-kafka",
+            "kafka://h:9/clicks",
+            "--output-kafka",
+            "kafka://h:9",
+        ])
+        else {
+            panic!("run did not parse");
+        };
+        let config = run_config(&args).unwrap();
+        assert_eq!(config.input.kafka.as_deref(), Some("kafka://h:9/clicks"));
+        assert_eq!(config.output.kafka.as_deref(), Some("kafka://h:9"));
+        assert_eq!(config.output.kafka_topic_prefix, "clickpulse.");
+    }
+
+    #[test]
+    fn an_output_url_with_a_topic_is_refused() {
+        let Ok(Cli {
+            command: Command::Run(args),
+        }) = parse(&["run", "--output-kafka", "kafka://h:9/results"])
+        else {
+            panic!("run did not parse");
+        };
+        let err = run_config(&args).unwrap_err().to_string();
+        assert!(err.contains("output.kafka"), "{err}");
     }
 }

@@ -7,12 +7,13 @@ use std::sync::Arc;
 
 use anyhow::Context;
 use clap::Args;
+use clickpulse_connectors::kafka::{DEFAULT_TOPIC_PREFIX, KafkaUrl};
 use clickpulse_engine::ShutdownHandle;
-use clickpulse_log::Topic;
 use clickpulse_server::collector::LogAppender;
 use clickpulse_server::{EventAppender, Hub, MemoryAppender, Metrics, ServerConfig};
 use tokio::sync::oneshot;
 
+use crate::feeds::{CatchUp, Supervisor};
 use crate::glue::register_streams;
 
 /// The server running on a background runtime.
@@ -44,11 +45,12 @@ pub fn dashboard_dir(given: Option<PathBuf>) -> PathBuf {
 }
 
 impl Served {
-    /// Starts the server on `addr`; the collector appends to `topic` when given.
+    /// Starts the server on `addr`; the collector appends to `appender` when given, else keeps
+    /// events in memory.
     pub fn start(
         addr: SocketAddr,
         metrics: Arc<Metrics>,
-        topic: Option<Topic>,
+        appender: Option<Arc<dyn EventAppender>>,
         dashboard: Option<PathBuf>,
     ) -> anyhow::Result<Served> {
         let config = ServerConfig {
@@ -58,10 +60,7 @@ impl Served {
         };
         let hub = Hub::new(config.hub_config(), Arc::clone(&metrics));
         register_streams(&hub);
-        let appender: Arc<dyn EventAppender> = match topic {
-            Some(t) => Arc::new(LogAppender::new(t)),
-            None => Arc::new(MemoryAppender::new()),
-        };
+        let appender = appender.unwrap_or_else(|| Arc::new(MemoryAppender::new()));
         let (stop_tx, stop_rx) = oneshot::channel::<()>();
         let (ready_tx, ready_rx) = std::sync::mpsc::channel();
         let served_hub = hub.clone();
@@ -148,6 +147,18 @@ pub struct ServeArgs {
     /// The dashboard bundle directory.
     #[arg(long)]
     dashboard_dir: Option<PathBuf>,
+    /// Feed the hub from the result topics a `clickpulse run --output-kafka` job writes:
+    /// kafka://HOST:PORT (brokers only). A stream's topic is read while the stream has
+    /// subscribers (WebSocket or SSE), from its first subscriber to its last.
+    #[arg(long, value_name = "URL", value_parser = KafkaUrl::parse)]
+    from: Option<KafkaUrl>,
+    /// The result topics' prefix (with --from): a stream's topic is <prefix><stream>.
+    #[arg(long, default_value = DEFAULT_TOPIC_PREFIX, requires = "from")]
+    topic_prefix: String,
+    /// Result records per partition a stream's consumer reads back when it starts (with
+    /// --from): a number, `all` (the whole topic) or 0 (only new results).
+    #[arg(long, default_value = "10000", value_name = "N|all", requires = "from")]
+    catch_up: CatchUp,
 }
 
 /// Runs the server until Ctrl-C.
@@ -155,24 +166,48 @@ pub fn serve(args: ServeArgs) -> anyhow::Result<()> {
     let addr = args
         .bind
         .unwrap_or_else(|| SocketAddr::from(([127, 0, 0, 1], args.port)));
-    let topic = match &args.log {
+    if let Some(topic) = args.from.as_ref().and_then(KafkaUrl::topic) {
+        anyhow::bail!(
+            "--from names the topic `{topic}`; give brokers only (kafka://HOST:PORT): \
+             the topics are --topic-prefix + the stream name"
+        );
+    }
+    let appender: Option<Arc<dyn EventAppender>> = match &args.log {
         Some(dir) => {
             let log = clickpulse_log::Log::open(dir, clickpulse_log::LogOptions::default())?;
             let topic = match log.topic(&args.topic) {
                 Ok(t) => t,
                 Err(_) => log.create_topic(&args.topic, 4)?,
             };
-            Some(topic)
+            Some(Arc::new(LogAppender::new(topic)))
         }
         None => None,
     };
-    let served = Served::start(addr, Arc::new(Metrics::new()), topic, args.dashboard_dir)?;
-    println!("clickpulse serve: dashboard at http://{}", served.addr);
+    let served = Served::start(addr, Arc::new(Metrics::new()), appender, args.dashboard_dir)?;
+    let feeds = match &args.from {
+        Some(url) => Some(Supervisor::start(
+            served.hub.clone(),
+            url.brokers(),
+            args.topic_prefix.clone(),
+            args.catch_up,
+        )?),
+        None => None,
+    };
+    match &args.from {
+        Some(url) => println!(
+            "clickpulse serve: dashboard at http://{}, results from {url} (topics {}<stream>)",
+            served.addr, args.topic_prefix
+        ),
+        None => println!("clickpulse serve: dashboard at http://{}", served.addr),
+    }
     let (tx, rx) = std::sync::mpsc::channel();
     stop_on_signal_with(move || {
         let _ = tx.send(());
     });
     let _ = rx.recv();
+    if let Some(feeds) = feeds {
+        feeds.stop();
+    }
     served.stop();
     Ok(())
 }
