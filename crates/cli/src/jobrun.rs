@@ -31,14 +31,14 @@ pub enum Input {
 }
 
 impl Input {
-    /// The Kafka topic when `input.kafka` is set, else the embedded log's topic (created unless
-    /// `read_only`).
+    /// The Kafka topic when `input.kafka` is set, else the embedded log's topic; the topic is
+    /// created when missing unless `read_only`.
     ///
     /// # Errors
     /// When the log or the cluster cannot be opened, or the topic is missing.
     pub fn open(config: &JobConfig, read_only: bool) -> anyhow::Result<Input> {
         match &config.input.kafka {
-            Some(url) => Ok(Input::Kafka(KafkaInput::open(config, url)?)),
+            Some(url) => Ok(Input::Kafka(KafkaInput::open(config, url, !read_only)?)),
             None => {
                 let (log, topic) = open_topic(config, read_only)?;
                 Ok(Input::Log { _log: log, topic })

@@ -42,16 +42,21 @@ pub struct KafkaInput {
 }
 
 impl KafkaInput {
-    /// The source over `input.kafka` (`url`), its dead-letter topic created when missing.
+    /// The source over `input.kafka` (`url`), its dead-letter topic created when missing, and
+    /// the input topic too (with `input.partitions`) when `create`.
     ///
     /// # Errors
     /// A bad URL or setting, an unreachable cluster, or a missing input topic (the message
     /// says how to fill it).
-    pub fn open(config: &JobConfig, url: &str) -> anyhow::Result<KafkaInput> {
+    pub fn open(config: &JobConfig, url: &str, create: bool) -> anyhow::Result<KafkaInput> {
         let input = &config.input;
         let parsed = KafkaUrl::parse(url)?;
         let brokers = parsed.brokers();
         let topic = parsed.topic_or(&input.topic).to_string();
+        if create {
+            ensure_topic(&brokers, &topic, input.partitions, KAFKA_TIMEOUT)
+                .with_context(|| format!("creating the input topic `{topic}` on {brokers}"))?;
+        }
         let mut builder = KafkaSource::builder(&brokers, &topic, &input.kafka_group_id)
             .metadata_timeout(KAFKA_TIMEOUT);
         builder = match input.dead_letter_topic_for(&topic) {
@@ -65,9 +70,7 @@ impl KafkaInput {
         let source = builder.build()?;
         let url = format!("kafka://{brokers}/{topic}");
         let partitions = source.partitions().map_err(|e| {
-            anyhow::anyhow!(
-                "reading {url}: {e} (replay clicks into it first: clickpulse replay --to {url})"
-            )
+            anyhow::anyhow!("reading {url}: {e} (to fill it: clickpulse replay --to {url})")
         })?;
         tracing::info!(%url, partitions, group = %input.kafka_group_id, "reading clicks from Kafka");
         Ok(KafkaInput {

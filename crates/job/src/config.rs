@@ -79,7 +79,8 @@ pub struct InputConfig {
     /// Partitions when the topic is created. Default = 4.
     pub partitions: u32,
     /// Read from Kafka instead of the embedded log: `kafka://HOST:PORT/TOPIC` (a URL without a
-    /// topic reads `input.topic`). `log` and `partitions` are then not used. Default: unset.
+    /// topic reads `input.topic`); `log` is then not used, and `partitions` only when the topic
+    /// is created (by `run --serve`, whose collector writes to it). Default: unset.
     pub kafka: Option<String>,
     /// The Kafka consumer group progress is committed to, only so that lag tools can see it
     /// (offsets belong to the engine). Default = "clickpulse".
