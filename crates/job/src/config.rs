@@ -54,7 +54,7 @@ pub struct EngineConfig {
     pub batch_interval: Duration,
     /// Worker threads. Default = 2.
     pub workers: usize,
-    /// Most records one batch takes from one partition. Default = 200000.
+    /// Most records one batch takes from one partition. Default = 50000.
     pub max_records_per_partition: usize,
 }
 
@@ -63,7 +63,7 @@ impl Default for EngineConfig {
         EngineConfig {
             batch_interval: Duration::from_secs(1),
             workers: 2,
-            max_records_per_partition: 200_000,
+            max_records_per_partition: 50_000,
         }
     }
 }

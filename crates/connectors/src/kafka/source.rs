@@ -351,7 +351,10 @@ impl KafkaSourceBuilder {
             .set("enable.auto.commit", "false")
             .set("enable.auto.offset.store", "false")
             .set("enable.partition.eof", "true")
-            .set("auto.offset.reset", "error");
+            .set("auto.offset.reset", "error")
+            // Micro-batches want what is there now: librdkafka's default 500 ms fetch wait made
+            // a bounded run cut ~100 tiny batches and run at half speed (measured against tansu).
+            .set("fetch.wait.max.ms", "10");
         apply_options(&mut config, &self.options, RESERVED)?;
         let context = SourceContext {
             counters: Arc::clone(&counters),
