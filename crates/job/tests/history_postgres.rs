@@ -15,7 +15,10 @@ fn connect() -> Option<postgres::Client> {
         Ok(c) => Some(c),
         Err(e) => {
             let why = format!("no PostgreSQL at {}: {e}", url());
-            assert!(std::env::var("CI").as_deref() != Ok("true"), "CI=true and {why}");
+            assert!(
+                std::env::var("CI").as_deref() != Ok("true"),
+                "CI=true and {why}"
+            );
             eprintln!("SKIPPED history_postgres: {why}");
             None
         }
@@ -50,5 +53,7 @@ fn history_loads_from_postgres_and_segments_lookups_use_it() {
 
     let missing = read_postgres(&url(), "clickpulse_no_such_table").unwrap_err();
     assert!(missing.to_string().contains("PostgreSQL"), "{missing}");
-    client.batch_execute(&format!("DROP TABLE {table}")).unwrap();
+    client
+        .batch_execute(&format!("DROP TABLE {table}"))
+        .unwrap();
 }

@@ -5,7 +5,10 @@ use clickpulse_job::JobConfig;
 fn readme_toml() -> String {
     let readme = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/../../README.md"))
         .expect("README.md at the workspace root");
-    let start = readme.find("```toml\n").expect("a toml block in the README") + "```toml\n".len();
+    let start = readme
+        .find("```toml\n")
+        .expect("a toml block in the README")
+        + "```toml\n".len();
     let len = readme[start..].find("```").expect("the toml block ends");
     readme[start..start + len].to_string()
 }
