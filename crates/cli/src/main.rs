@@ -152,14 +152,15 @@ fn run(args: RunArgs) -> anyhow::Result<()> {
         println!("{}", serde_json::to_string(&report)?);
     } else {
         println!(
-            "processed {} events in {} batches ({} late, {} dead letters) in {:.2} s: {:.0} events/s; peak RSS {} MiB",
+            "processed {} events in {} batches ({} late, {} dead letters) in {:.2} s: {:.0} events/s; peak RSS {} MiB; history lookups skipped by the Bloom filter: {:.1}%",
             report.events,
             report.batches,
             report.late_events,
             report.dead_letters,
             report.elapsed_s,
             report.events_per_s,
-            report.peak_rss_bytes.unwrap_or(0) / (1 << 20)
+            report.peak_rss_bytes.unwrap_or(0) / (1 << 20),
+            report.history_skip_rate * 100.0
         );
     }
     if let Some(s) = served {
