@@ -6,7 +6,7 @@ use std::sync::Arc;
 use rustc_hash::{FxHashMap, FxHashSet};
 use timely::dataflow::channels::pact::{Exchange, Pipeline};
 
-use super::{EventTimeOutput, Routed};
+use super::{EventTimeOutput, Routed, route_late};
 use crate::dstream::{DStream, Data, Key, batch_binary, batch_unary, route};
 use crate::error::Result;
 use crate::metrics::{StateSize, table_bytes};
@@ -60,19 +60,11 @@ impl<'s, K: Key, V: Data> DStream<'s, (K, V)> {
             Pipeline,
             "DistinctPre",
             move |_b, data, reports, out| {
-                let before = tracker.current();
-                let mut late = 0;
-                for (k, v) in data {
-                    let t = ts(&v);
-                    if windows.first_end(t) <= before {
-                        late += 1;
-                        out.push(Routed::Late((k, v)));
-                        continue;
-                    }
+                let late = route_late(data, &windows, &ts, tracker.current(), out, |k, _v, t| {
                     for w in windows.assign(t) {
                         seen.insert((k.clone(), w.start_ms));
                     }
-                }
+                });
                 late_metrics.add_late(late);
                 out.extend(seen.drain().map(Routed::Out));
                 tracker.advance(&reports);

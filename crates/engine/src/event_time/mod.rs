@@ -36,7 +36,7 @@ use timely::dataflow::operators::vec::{Map, Partition};
 
 use crate::dstream::{DStream, Data};
 use crate::error::{EngineError, Result};
-use crate::time::BatchId;
+use crate::time::{BatchId, Windows};
 use crate::watermark::WatermarkReport;
 
 /// An event-time operator's results and the events that came too late for them.
@@ -45,6 +45,30 @@ pub struct EventTimeOutput<'s, R: Data, L: Data> {
     pub output: DStream<'s, R>,
     /// Events too late for their window or session.
     pub late: DStream<'s, L>,
+}
+
+/// Sends the events of a batch that are late for their earliest window (judged against the
+/// watermark `before` the batch, per the rules above) to `out` as [`Routed::Late`], and hands each
+/// on-time event with its timestamp to `on_time`. Returns how many were late.
+pub(crate) fn route_late<K, V, R>(
+    data: Vec<(K, V)>,
+    windows: &Windows,
+    ts: &impl Fn(&V) -> u64,
+    before: u64,
+    out: &mut Vec<Routed<R, (K, V)>>,
+    mut on_time: impl FnMut(K, V, u64),
+) -> u64 {
+    let mut late = 0;
+    for (k, v) in data {
+        let t = ts(&v);
+        if windows.first_end(t) <= before {
+            late += 1;
+            out.push(Routed::Late((k, v)));
+        } else {
+            on_time(k, v, t);
+        }
+    }
+    late
 }
 
 /// A record routed either to the results or to the late side stream.

@@ -6,7 +6,7 @@ use std::sync::Arc;
 use rustc_hash::FxHashMap;
 use timely::dataflow::channels::pact::{Exchange, Pipeline};
 
-use super::{EventTimeOutput, Routed};
+use super::{EventTimeOutput, Routed, route_late};
 use crate::dstream::{DStream, Data, Key, batch_binary, route};
 use crate::error::Result;
 use crate::metrics::{StateSize, table_bytes};
@@ -119,15 +119,7 @@ impl<'s, K: Key, V: Data> DStream<'s, (K, V)> {
             Pipeline,
             "WindowPreAggregate",
             move |_b, data, reports, out| {
-                let before = tracker.current();
-                let mut late = 0;
-                for (k, v) in data {
-                    let t = ts(&v);
-                    if windows.first_end(t) <= before {
-                        late += 1;
-                        out.push(Routed::Late((k, v)));
-                        continue;
-                    }
+                let late = route_late(data, &windows, &ts, tracker.current(), out, |k, v, t| {
                     let mut starts = windows.assign(t).map(|w| w.start_ms).peekable();
                     while let Some(start) = starts.next() {
                         let acc = partial
@@ -140,7 +132,7 @@ impl<'s, K: Key, V: Data> DStream<'s, (K, V)> {
                             break;
                         }
                     }
-                }
+                });
                 late_metrics.add_late(late);
                 out.extend(
                     partial
