@@ -382,18 +382,23 @@ impl WorkerLoop<'_> {
         let mut batch: BatchId = 0;
         let bounded = self.run.mode == RunMode::UntilEnd;
         loop {
-            self.one_batch(worker, batch);
-            // Every worker reads the same reports, so all leave after the same batch.
-            let totals = self
-                .built
-                .totals
-                .borrow_mut()
-                .remove(&batch)
+            let waited_for_all = self.one_batch(worker, batch, bounded);
+            // Every worker reads the same reports, so all leave after the same batch. A stop or a
+            // failure is decided on the previous batch's reports (complete everywhere by now).
+            // The end of input is decided on this batch's reports, by workers whose own input has
+            // ended and who therefore waited for it: if every worker has ended, every worker
+            // waited and sees it; if one has not, it knows the input is not over everywhere.
+            let previous = batch
+                .checked_sub(1)
+                .map(|p| self.take_totals(p))
                 .unwrap_or_default();
+            let all_finished = waited_for_all && {
+                let totals = self.built.totals.borrow();
+                totals.get(&batch).is_some_and(|t| t.finished == t.reports)
+            };
             batch += 1;
             self.summary.batches = batch;
-            let all_finished = bounded && totals.finished == totals.reports;
-            if all_finished || totals.stop || totals.failed {
+            if all_finished || previous.stop || previous.failed {
                 break;
             }
         }
@@ -410,6 +415,14 @@ impl WorkerLoop<'_> {
         }
     }
 
+    fn take_totals(&mut self, batch: BatchId) -> BatchTotals {
+        self.built
+            .totals
+            .borrow_mut()
+            .remove(&batch)
+            .unwrap_or_default()
+    }
+
     fn peer_failed(&self) -> bool {
         self.failed_seen
     }
@@ -424,7 +437,8 @@ impl WorkerLoop<'_> {
     /// Runs one batch through the protocol every worker follows: read, report, advance, wait
     /// until it completed everywhere. A failure is recorded and reported, not returned early, so
     /// that the other workers learn of it and stop after the same batch.
-    fn one_batch(&mut self, worker: &mut Worker, batch: BatchId) {
+    /// Returns whether it waited for `batch` itself to complete (see `run`).
+    fn one_batch(&mut self, worker: &mut Worker, batch: BatchId, bounded: bool) -> bool {
         let started = Instant::now();
         self.shared.current_batch.set((batch, Some(started)));
         let nominal =
@@ -441,8 +455,9 @@ impl WorkerLoop<'_> {
             self.error = Some(e);
         }
         let read_done = Instant::now();
+        let finished = self.built.drivers.iter().all(|d| d.finished());
         let mut report = WorkerReport {
-            finished: self.built.drivers.iter().all(|d| d.finished()),
+            finished,
             stop: self.run.stop.load(Ordering::SeqCst),
             failed: self.error.is_some(),
             ..WorkerReport::default()
@@ -481,10 +496,16 @@ impl WorkerLoop<'_> {
             scheduling_delay,
             local_offsets,
         });
-        while self.probe.less_than(&(batch + 1)) {
+        // Two batches in flight: while batch b completes elsewhere, this worker already reads
+        // b + 1 instead of idling at every batch boundary for the slowest worker. A worker whose
+        // input has ended waits for b itself, to take part in the end-of-input decision.
+        let wait_for_all = bounded && finished;
+        let until = if wait_for_all { batch + 1 } else { batch };
+        while self.probe.less_than(&until) {
             worker.step_or_park(Some(Duration::from_millis(1)));
         }
         self.report_completed();
+        wait_for_all
     }
 
     /// Reads this batch's records: in until-end mode a chunk as fast as possible, in continuous
@@ -506,6 +527,8 @@ impl WorkerLoop<'_> {
                     if !more {
                         let nap = (deadline - now).min(Duration::from_millis(2));
                         worker.step_or_park(Some(nap));
+                        // The previous batch may complete while this one is read.
+                        self.report_completed();
                     }
                 }
             }
