@@ -524,12 +524,15 @@ impl WorkerLoop<'_> {
                     if now >= deadline || self.run.stop.load(Ordering::SeqCst) {
                         return Ok(());
                     }
-                    if !more {
+                    // Keep the previous batch moving while this one is read: step on every
+                    // round, and rest briefly only when no input is waiting.
+                    if more {
+                        worker.step();
+                    } else {
                         let nap = (deadline - now).min(Duration::from_millis(2));
                         worker.step_or_park(Some(nap));
-                        // The previous batch may complete while this one is read.
-                        self.report_completed();
                     }
+                    self.report_completed();
                 }
             }
         }
