@@ -31,7 +31,7 @@ use rdkafka::admin::{AdminClient, AdminOptions, NewPartitions};
 use rdkafka::client::DefaultClientContext;
 use rdkafka::error::{KafkaError, RDKafkaErrorCode};
 
-use kafka_common::{Broker, clicks, create_topic, url_counts};
+use kafka_common::{Broker, clicks, create_topic, url_count_job, url_counts};
 
 /// A continuous job counting urls of a source, on a thread of its own.
 struct Counting {
@@ -42,31 +42,14 @@ struct Counting {
 
 impl Counting {
     fn start(source: KafkaSource) -> Counting {
-        let counts = Arc::new(Mutex::new(HashMap::new()));
-        let sink = Arc::clone(&counts);
+        let (counts, job_fn) = url_count_job(source);
         let context = StreamingContext::new(Duration::from_millis(100))
             .unwrap()
             .workers(2)
             .unwrap()
             .mode(RunMode::Continuous);
         let stop = context.shutdown_handle();
-        let job = std::thread::spawn(move || {
-            context
-                .run(move |job| {
-                    let sink = Arc::clone(&sink);
-                    job.source(&source)?
-                        .map(|click| click.url)
-                        .count_by_value()
-                        .foreach_batch(move |_, rows| {
-                            let mut counts = sink.lock().unwrap();
-                            for (url, n) in rows {
-                                *counts.entry(url).or_insert(0) += n;
-                            }
-                        });
-                    Ok(())
-                })
-                .unwrap()
-        });
+        let job = std::thread::spawn(move || context.run(job_fn).unwrap());
         Counting { counts, stop, job }
     }
 
@@ -162,18 +145,14 @@ impl StreamingListener for Offsets {
     }
 }
 
-/// Runs count_by_value over urls until the source's end, starting at `start` when given.
-///
-/// One worker: in until-end mode the engine tells listeners only about batches worker 0 ran,
-/// so with two workers the offsets of batches another worker ran after worker 0's partitions
-/// ended would be missing from what the listener saw.
+/// Runs count_by_value over urls until the source's end, starting at `start` when given; returns
+/// the counts and the offsets the listener saw per partition.
 fn count_until_end(
     source: KafkaSource,
     start: Option<HashMap<u32, u64>>,
 ) -> (HashMap<String, u64>, HashMap<u32, u64>) {
-    let counts = Arc::new(Mutex::new(HashMap::new()));
     let offsets = Arc::new(Offsets::default());
-    let sink = Arc::clone(&counts);
+    let (counts, job) = url_count_job(source);
     let mut context = StreamingContext::new(Duration::from_millis(50))
         .unwrap()
         .mode(RunMode::UntilEnd);
@@ -181,21 +160,7 @@ fn count_until_end(
         context = context.start_offsets("clicks", start);
     }
     context.add_listener(Arc::clone(&offsets) as Arc<dyn StreamingListener>);
-    context
-        .run(move |job| {
-            let sink = Arc::clone(&sink);
-            job.source(&source)?
-                .map(|click| click.url)
-                .count_by_value()
-                .foreach_batch(move |_, rows| {
-                    let mut counts = sink.lock().unwrap();
-                    for (url, n) in rows {
-                        *counts.entry(url).or_insert(0) += n;
-                    }
-                });
-            Ok(())
-        })
-        .unwrap();
+    context.run(job).unwrap();
     let counts = counts.lock().unwrap().clone();
     let offsets = offsets.0.lock().unwrap().clone();
     (counts, offsets)

@@ -19,15 +19,14 @@ use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::producer::{BaseProducer, BaseRecord, Producer};
 use rdkafka::{Offset, TopicPartitionList};
 
-use kafka_common::{Broker, clicks, create_topic, read_all, url_counts};
+use kafka_common::{Broker, clicks, create_topic, read_all, url_count_job, url_counts};
 
 /// Runs count_by_value over the urls of `source` until its end; returns the summed counts.
 fn count_urls<S>(source: S, workers: usize) -> (HashMap<String, u64>, RunSummary)
 where
     S: clickpulse_engine::source::PartitionedSource<Item = ClickEvent> + Clone,
 {
-    let totals = Arc::new(Mutex::new(HashMap::new()));
-    let sink = Arc::clone(&totals);
+    let (totals, job) = url_count_job(source);
     let summary = StreamingContext::new(Duration::from_millis(50))
         .unwrap()
         .workers(workers)
@@ -35,19 +34,7 @@ where
         .mode(RunMode::UntilEnd)
         .max_records_per_partition(2_000)
         .unwrap()
-        .run(move |job| {
-            let sink = Arc::clone(&sink);
-            job.source(&source)?
-                .map(|click| click.url)
-                .count_by_value()
-                .foreach_batch(move |_, rows| {
-                    let mut totals = sink.lock().unwrap();
-                    for (url, n) in rows {
-                        *totals.entry(url).or_insert(0) += n;
-                    }
-                });
-            Ok(())
-        })
+        .run(job)
         .unwrap();
     let totals = totals.lock().unwrap().clone();
     (totals, summary)

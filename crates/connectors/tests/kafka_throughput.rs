@@ -14,15 +14,13 @@
 
 mod kafka_common;
 
-use std::collections::HashMap;
-use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use clickpulse_connectors::kafka::{KafkaClickWriter, KafkaSource};
 use clickpulse_engine::{RunMode, StreamingContext};
 use clickpulse_events::msnbc;
 
-use kafka_common::{Broker, create_topic, url_counts};
+use kafka_common::{Broker, create_topic, url_count_job, url_counts};
 
 fn env_or(name: &str, default: usize) -> usize {
     std::env::var(name)
@@ -65,28 +63,15 @@ fn replay_into_kafka_and_read_back_through_the_engine() {
         n as f64 / produce.as_secs_f64()
     );
 
-    let counts = Arc::new(Mutex::new(HashMap::new()));
-    let sink = Arc::clone(&counts);
     let source = KafkaSource::new(&brokers, "clicks", "bench").unwrap();
+    let (counts, job) = url_count_job(source);
     let started = Instant::now();
     let summary = StreamingContext::new(Duration::from_millis(100))
         .unwrap()
         .workers(workers)
         .unwrap()
         .mode(RunMode::UntilEnd)
-        .run(move |job| {
-            let sink = Arc::clone(&sink);
-            job.source(&source)?
-                .map(|click| click.url)
-                .count_by_value()
-                .foreach_batch(move |_, rows| {
-                    let mut counts = sink.lock().unwrap();
-                    for (url, c) in rows {
-                        *counts.entry(url).or_insert(0) += c;
-                    }
-                });
-            Ok(())
-        })
+        .run(job)
         .unwrap();
     let consume = started.elapsed();
     println!(

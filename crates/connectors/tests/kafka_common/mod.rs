@@ -373,3 +373,35 @@ pub fn url_counts(events: &[clickpulse_events::ClickEvent]) -> HashMap<String, u
     }
     counts
 }
+
+/// Url counts that a running job fills in.
+pub type SharedCounts = Arc<Mutex<HashMap<String, u64>>>;
+
+/// The counts and the job function the Kafka tests run: `count_by_value` over the urls of
+/// `source`, every batch added into the returned map.
+pub fn url_count_job<S>(
+    source: S,
+) -> (
+    SharedCounts,
+    impl Fn(&mut clickpulse_engine::Job<'_>) -> clickpulse_engine::Result<()> + Send + Sync + 'static,
+)
+where
+    S: clickpulse_engine::source::PartitionedSource<Item = clickpulse_events::ClickEvent> + Clone,
+{
+    let counts: SharedCounts = Arc::default();
+    let sink = Arc::clone(&counts);
+    let job = move |job: &mut clickpulse_engine::Job<'_>| {
+        let sink = Arc::clone(&sink);
+        job.source(&source)?
+            .map(|click| click.url)
+            .count_by_value()
+            .foreach_batch(move |_, rows| {
+                let mut counts = sink.lock().unwrap();
+                for (url, n) in rows {
+                    *counts.entry(url).or_insert(0) += n;
+                }
+            });
+        Ok(())
+    };
+    (counts, job)
+}
