@@ -20,9 +20,12 @@
 //! [`DecodeError`] for any other input and never panics or allocates more than the input's
 //! length. A later version must take a new tag; a reader rejects tags it does not know.
 
+use std::collections::BTreeMap;
+
 use thiserror::Error;
 
 use crate::ClickEvent;
+use crate::event::OPTIONAL_FIELDS;
 
 /// The version tag this build writes, and the only one it reads.
 pub const VERSION: u8 = 1;
@@ -76,29 +79,6 @@ pub enum DecodeError {
     },
 }
 
-/// The optional string fields in flag-bit order.
-fn optional_fields(event: &ClickEvent) -> [&Option<String>; 7] {
-    [
-        &event.tenant,
-        &event.event_type,
-        &event.referrer,
-        &event.user_agent,
-        &event.product,
-        &event.category,
-        &event.query,
-    ]
-}
-
-const OPTIONAL_NAMES: [&str; 7] = [
-    "tenant",
-    "event_type",
-    "referrer",
-    "user_agent",
-    "product",
-    "category",
-    "query",
-];
-
 /// Appends the encoding of `event` to `out`.
 ///
 /// # Examples
@@ -114,7 +94,7 @@ const OPTIONAL_NAMES: [&str; 7] = [
 pub fn encode(event: &ClickEvent, out: &mut Vec<u8>) {
     out.reserve(encoded_len(event));
     let mut flags = 0u8;
-    for (bit, field) in optional_fields(event).into_iter().enumerate() {
+    for (bit, field) in event.optional_fields().into_iter().enumerate() {
         if field.is_some() {
             flags |= 1 << bit;
         }
@@ -127,7 +107,7 @@ pub fn encode(event: &ClickEvent, out: &mut Vec<u8>) {
     put_varint(out, event.ts_ms);
     put_str(out, &event.visitor_id);
     put_str(out, &event.url);
-    for value in optional_fields(event).into_iter().flatten() {
+    for value in event.optional_fields().into_iter().flatten() {
         put_str(out, value);
     }
     if !event.properties.is_empty() {
@@ -141,7 +121,8 @@ pub fn encode(event: &ClickEvent, out: &mut Vec<u8>) {
 
 /// The number of bytes [`encode`] appends for `event`.
 pub fn encoded_len(event: &ClickEvent) -> usize {
-    let optional: usize = optional_fields(event)
+    let optional: usize = event
+        .optional_fields()
         .into_iter()
         .flatten()
         .map(|s| str_len(s))
@@ -178,33 +159,12 @@ pub fn decode(bytes: &[u8]) -> Result<ClickEvent, DecodeError> {
     let visitor_id = input.string("visitor_id")?;
     let url = input.string("url")?;
     let mut optional: [Option<String>; 7] = Default::default();
-    for ((slot, name), bit) in optional.iter_mut().zip(OPTIONAL_NAMES).zip(0..) {
+    for ((slot, name), bit) in optional.iter_mut().zip(OPTIONAL_FIELDS).zip(0..) {
         if flags & (1 << bit) != 0 {
             *slot = Some(input.string(name)?);
         }
     }
-    let [
-        tenant,
-        event_type,
-        referrer,
-        user_agent,
-        product,
-        category,
-        query,
-    ] = optional;
-    let mut event = ClickEvent {
-        ts_ms,
-        visitor_id,
-        url,
-        tenant,
-        event_type,
-        referrer,
-        user_agent,
-        product,
-        category,
-        query,
-        ..ClickEvent::default()
-    };
+    let mut event = ClickEvent::from_parts(ts_ms, visitor_id, url, optional, BTreeMap::new());
     if flags & PROPERTIES_FLAG != 0 {
         input.properties(&mut event)?;
     }

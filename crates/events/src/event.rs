@@ -4,6 +4,18 @@ use std::collections::BTreeMap;
 
 use serde::{Deserialize, Serialize};
 
+/// The names of the optional string fields, in the order [`ClickEvent::optional_fields`] and
+/// [`ClickEvent::from_parts`] use (the binary codec's flag bits follow it too).
+pub(crate) const OPTIONAL_FIELDS: [&str; 7] = [
+    "tenant",
+    "event_type",
+    "referrer",
+    "user_agent",
+    "product",
+    "category",
+    "query",
+];
+
 /// The event type a click has when its input does not say (`"page_view"`).
 pub const DEFAULT_EVENT_TYPE: &str = "page_view";
 
@@ -62,6 +74,52 @@ impl ClickEvent {
             visitor_id: visitor_id.into(),
             url: url.into(),
             ..ClickEvent::default()
+        }
+    }
+
+    /// The optional string fields, in [`OPTIONAL_FIELDS`] order.
+    pub(crate) fn optional_fields(&self) -> [&Option<String>; 7] {
+        [
+            &self.tenant,
+            &self.event_type,
+            &self.referrer,
+            &self.user_agent,
+            &self.product,
+            &self.category,
+            &self.query,
+        ]
+    }
+
+    /// An event from its required fields, the optional ones in [`OPTIONAL_FIELDS`] order, and
+    /// its properties.
+    pub(crate) fn from_parts(
+        ts_ms: u64,
+        visitor_id: String,
+        url: String,
+        optional: [Option<String>; 7],
+        properties: BTreeMap<String, String>,
+    ) -> Self {
+        let [
+            tenant,
+            event_type,
+            referrer,
+            user_agent,
+            product,
+            category,
+            query,
+        ] = optional;
+        ClickEvent {
+            ts_ms,
+            visitor_id,
+            url,
+            tenant,
+            event_type,
+            referrer,
+            user_agent,
+            product,
+            category,
+            query,
+            properties,
         }
     }
 

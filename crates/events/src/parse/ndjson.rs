@@ -21,6 +21,7 @@ use serde::de::{self, Deserialize, Deserializer, IgnoredAny, MapAccess, SeqAcces
 
 use super::LineError;
 use crate::ClickEvent;
+use crate::event::OPTIONAL_FIELDS;
 
 /// Parses one NDJSON line (no terminator, not blank).
 pub(super) fn parse(line: &[u8]) -> Result<ClickEvent, LineError> {
@@ -47,17 +48,6 @@ impl<'de> Deserialize<'de> for NdjsonEvent {
         deserializer.deserialize_map(EventVisitor)
     }
 }
-
-/// The names of the optional string fields, in [`ClickEvent`] order.
-const OPTIONAL_FIELDS: [&str; 7] = [
-    "tenant",
-    "event_type",
-    "referrer",
-    "user_agent",
-    "product",
-    "category",
-    "query",
-];
 
 /// A top-level key of the event object.
 enum Key {
@@ -254,34 +244,17 @@ struct Fields {
 
 impl Fields {
     fn into_event<E: de::Error>(self) -> Result<ClickEvent, E> {
-        let [
-            tenant,
-            event_type,
-            referrer,
-            user_agent,
-            product,
-            category,
-            query,
-        ] = self.optional;
         let mut properties = self.extra;
         properties.extend(self.properties.unwrap_or_default());
-        Ok(ClickEvent {
-            ts_ms: self
-                .ts_ms
+        Ok(ClickEvent::from_parts(
+            self.ts_ms
                 .ok_or_else(|| de::Error::missing_field("ts_ms"))?,
-            visitor_id: self
-                .visitor_id
+            self.visitor_id
                 .ok_or_else(|| de::Error::missing_field("visitor_id"))?,
-            url: self.url.ok_or_else(|| de::Error::missing_field("url"))?,
-            tenant,
-            event_type,
-            referrer,
-            user_agent,
-            product,
-            category,
-            query,
+            self.url.ok_or_else(|| de::Error::missing_field("url"))?,
+            self.optional,
             properties,
-        })
+        ))
     }
 }
 
