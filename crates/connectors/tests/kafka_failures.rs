@@ -231,7 +231,7 @@ fn source_picks_up_partitions_added_later() {
     assert_eq!(job.wait_for(1_000, Duration::from_secs(30)), 1_000);
 
     if !grow_to_three_partitions(&brokers) {
-        kafka_common::skipped(
+        clickpulse_testkit::skipped(
             "source_picks_up_partitions_added_later",
             "the broker cannot add partitions (no CreatePartitions: tansu 0.6)",
         );
