@@ -21,6 +21,10 @@ use crate::watermark::WatermarkReport;
 const PARTITION_RECHECK: Duration = Duration::from_secs(10);
 /// How long a partition rests after a retryable error.
 const ERROR_BACKOFF: Duration = Duration::from_millis(500);
+/// The most records one poll reads: a batch arrives as several containers of this size, which
+/// downstream operators take while the next is read, instead of one container of the whole batch
+/// (whose growth and hand-off to the allocator dominated reading).
+const POLL_CHUNK: usize = 4096;
 
 /// What every source driver on a worker needs to know.
 #[derive(Debug, Clone)]
@@ -165,8 +169,9 @@ impl<T: Data> TypedSourceDriver<T> {
         }
         let ctx = PollContext {
             batch,
-            max_records: cap - part.taken,
+            max_records: (cap - part.taken).min(POLL_CHUNK),
         };
+        self.polled.items.reserve(ctx.max_records);
         let status = match part.reader.poll(&ctx, &mut self.polled) {
             Ok(status) => status,
             Err(e) if e.retryable => {
