@@ -330,7 +330,7 @@ mod tests {
             batch: b,
             window_start_ms: Some(0),
             window_end_ms: Some(30_000),
-            rows: vec![serde_json::json!({"rank": 1, "url": "/", "count": b})],
+            rows: vec![serde_json::json!({"rank": 1, "url": "/", "count": b}).into()],
         };
         publish(&hub, batch(3));
         publish(&hub, batch(4));

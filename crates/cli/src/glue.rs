@@ -115,7 +115,7 @@ impl StreamingListener for BatchListener {
             "total_delay_ms": ms(e.total_delay),
             "batch_interval_ms": ms(self.batch_interval),
         });
-        let update = StreamUpdate::new("batches", e.batch, vec![row]);
+        let update = StreamUpdate::new("batches", e.batch, vec![row.into()]);
         if let Err(err) = hub.publish(update) {
             tracing::debug!(error = %err, "could not publish batch stats");
         }

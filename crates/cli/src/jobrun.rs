@@ -4,6 +4,7 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use anyhow::Context;
+use clickpulse_connectors::BackgroundSink;
 use clickpulse_connectors::files::JsonlSink;
 use clickpulse_connectors::log::LogSource;
 use clickpulse_engine::source::PartitionedSource;
@@ -124,7 +125,8 @@ impl JobRun {
         }
         if let Some(dir) = &self.config.output.dir {
             std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
-            outputs.add(Box::new(JsonlSink::new(dir)));
+            // An fsync per file: on a thread of its own, off the engine's output thread.
+            outputs.add(Box::new(BackgroundSink::new(JsonlSink::new(dir), 64)?));
         }
         if let Some(url) = &self.config.output.kafka {
             let prefix = &self.config.output.kafka_topic_prefix;
@@ -162,8 +164,11 @@ impl JobRun {
         let (ctx, job) = self.prepare()?;
         stop(ctx.shutdown_handle());
         let history = Arc::clone(&job.history);
+        let outputs = job.outputs.clone();
         let started = Instant::now();
         let summary: RunSummary = ctx.run(move |j| job.build(j, &source))?;
+        // Until every result is delivered (files written, records acknowledged).
+        outputs.flush().map_err(anyhow::Error::msg)?;
         let elapsed = started.elapsed().as_secs_f64();
         Ok(RunReport {
             events: summary.input_rows,

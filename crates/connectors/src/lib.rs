@@ -9,13 +9,16 @@
 //! | [`files`] | — | [`files::JsonlSink`]: one JSON Lines file per stream and batch |
 //!
 //! Results travel as [`ResultBatch`]es: one stream's rows of one batch, with the batch id and
-//! window bounds every consumer needs to de-duplicate and resume. A [`ResultSink`] takes them.
+//! window bounds every consumer needs to de-duplicate and resume. A [`ResultSink`] takes them;
+//! [`BackgroundSink`] runs a slow one (files, with an fsync per file) on a thread of its own.
 
+mod background;
 pub mod files;
 pub mod kafka;
 pub mod log;
 mod result;
 
+pub use background::BackgroundSink;
 pub use result::{ResultBatch, ResultSink, SinkError};
 
 /// A connector's name and what it offers.

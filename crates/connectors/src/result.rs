@@ -1,5 +1,8 @@
 //! Result batches and the sink trait every result destination implements.
 
+use std::sync::Arc;
+
+use clickpulse_events::JsonRow;
 use serde::{Deserialize, Serialize};
 
 /// One stream's rows of one batch.
@@ -13,8 +16,8 @@ pub struct ResultBatch {
     pub window_start_ms: Option<u64>,
     /// The latest window end among the rows, when the rows are windowed.
     pub window_end_ms: Option<u64>,
-    /// The rows, as JSON objects with the stream's fields.
-    pub rows: Vec<serde_json::Value>,
+    /// The rows, JSON objects with the stream's fields, serialised where they were computed.
+    pub rows: Vec<JsonRow>,
 }
 
 /// A sink failure.
@@ -41,4 +44,22 @@ pub trait ResultSink: Send {
     /// # Errors
     /// A [`SinkError`] when the batch could not be delivered.
     fn write(&mut self, batch: &ResultBatch) -> Result<(), SinkError>;
+
+    /// Takes a batch that other sinks share; sinks that keep or pass on batches override it to
+    /// avoid a copy. By default the same as [`write`](Self::write).
+    ///
+    /// # Errors
+    /// As [`write`](Self::write).
+    fn write_shared(&mut self, batch: &Arc<ResultBatch>) -> Result<(), SinkError> {
+        self.write(batch)
+    }
+
+    /// Waits until every batch taken so far has reached its destination. By default nothing to
+    /// wait for.
+    ///
+    /// # Errors
+    /// A [`SinkError`] for a batch that could not be delivered.
+    fn flush(&mut self) -> Result<(), SinkError> {
+        Ok(())
+    }
 }

@@ -21,7 +21,7 @@ fn page_views(batch: u64, urls: &[(&str, u64)]) -> ResultBatch {
         window_end_ms: Some(batch * 1000 + 1000),
         rows: urls
             .iter()
-            .map(|(url, count)| json!({"url": url, "count": count}))
+            .map(|(url, count)| json!({"url": url, "count": count}).into())
             .collect(),
     }
 }
@@ -33,8 +33,8 @@ fn segments(batch: u64) -> ResultBatch {
         window_start_ms: None,
         window_end_ms: None,
         rows: vec![
-            json!({"segment": "new", "tenant": "t1", "sessions": 3}),
-            json!({"segment": "loyal", "tenant": "t2", "sessions": 5}),
+            json!({"segment": "new", "tenant": "t1", "sessions": 3}).into(),
+            json!({"segment": "loyal", "tenant": "t2", "sessions": 5}).into(),
         ],
     }
 }
@@ -117,7 +117,7 @@ fn sink_writes_rows_with_keys_and_headers() {
     let keys: Vec<Option<String>> = segs.iter().map(|r| r.key_text()).collect();
     assert_eq!(keys, [Some("t1|new".into()), Some("t2|loyal".into())]);
     assert!(!segs[0].headers.contains_key(record::WINDOW_START_HEADER));
-    assert_eq!(segs[1].json(), segments(4).rows[1]);
+    assert_eq!(segs[1].json(), segments(4).rows[1].to_value());
 }
 
 #[test]

@@ -13,6 +13,7 @@
 //! | [`ParseError`] | a bad line's 1-based number, start offset and reason; or a failed read |
 //! | [`msnbc`] | the UCI MSNBC file replayed by the canonical mapping, in canonical order |
 //! | [`binary`] | the compact, versioned, canonical encoding of an event for log records |
+//! | [`JsonRow`] | a result row as JSON text, serialised once and passed on unchanged |
 //!
 //! # Line formats
 //!
@@ -85,6 +86,7 @@ mod format;
 pub mod msnbc;
 mod parse;
 mod partition;
+mod row;
 
 pub use event::{ClickEvent, DEFAULT_EVENT_TYPE};
 pub use format::{Format, LineFormat, UnknownFormat};
@@ -92,3 +94,4 @@ pub use parse::{
     LineError, LineParser, ParseError, ParseOptions, SliceParser, parse_line, parse_slice,
 };
 pub use partition::partition_for;
+pub use row::JsonRow;

@@ -3,7 +3,6 @@
 use std::sync::{Arc, Mutex};
 
 use clickpulse_connectors::{ResultBatch, ResultSink};
-use serde::Serialize;
 
 /// The sinks a job writes to, shared by the job's output operations (which run on worker 0).
 #[derive(Clone, Default)]
@@ -32,45 +31,34 @@ impl Outputs {
     }
 
     /// Hands `batch` to every sink; a failing sink is logged and does not stop the others.
-    pub fn write(&self, batch: &ResultBatch) {
+    pub fn write(&self, batch: ResultBatch) {
+        let batch = Arc::new(batch);
         let mut sinks = self.sinks.lock().unwrap_or_else(|p| p.into_inner());
         for sink in sinks.iter_mut() {
-            if let Err(e) = sink.write(batch) {
+            if let Err(e) = sink.write_shared(&batch) {
                 tracing::error!(sink = sink.name(), stream = %batch.stream, batch = batch.batch,
                     error = %e, "result sink failed");
             }
         }
     }
 
-    /// Serialises typed rows into a [`ResultBatch`] (window bounds from `window`) and writes it.
-    pub fn publish<R: Serialize>(
-        &self,
-        stream: &str,
-        batch: u64,
-        rows: &[R],
-        window: impl Fn(&R) -> Option<(u64, u64)>,
-    ) {
-        let bounds = rows.iter().filter_map(&window);
-        let (start, end) = bounds.fold(
-            (None, None),
-            |(s, e): (Option<u64>, Option<u64>), (ws, we)| {
-                (
-                    Some(s.map_or(ws, |s| s.min(ws))),
-                    Some(e.map_or(we, |e| e.max(we))),
-                )
-            },
-        );
-        let rows = rows
-            .iter()
-            .filter_map(|r| serde_json::to_value(r).ok())
-            .collect();
-        self.write(&ResultBatch {
-            stream: stream.to_string(),
-            batch,
-            window_start_ms: start,
-            window_end_ms: end,
-            rows,
-        });
+    /// Waits until every sink has delivered what it was given; logs each failure.
+    ///
+    /// # Errors
+    /// How many sinks failed, when any did.
+    pub fn flush(&self) -> Result<(), String> {
+        let mut sinks = self.sinks.lock().unwrap_or_else(|p| p.into_inner());
+        let mut failed = 0;
+        for sink in sinks.iter_mut() {
+            if let Err(e) = sink.flush() {
+                tracing::error!(sink = sink.name(), error = %e, "result sink failed");
+                failed += 1;
+            }
+        }
+        match failed {
+            0 => Ok(()),
+            n => Err(format!("{n} result sink(s) failed; see the log")),
+        }
     }
 }
 
@@ -94,12 +82,13 @@ impl MemorySink {
             .clone()
     }
 
-    /// Every row of `stream`, in batch order.
+    /// Every row of `stream`, in batch order, parsed.
     pub fn rows(&self, stream: &str) -> Vec<serde_json::Value> {
         self.batches()
             .into_iter()
             .filter(|b| b.stream == stream)
             .flat_map(|b| b.rows)
+            .map(|r| r.to_value())
             .collect()
     }
 }

@@ -4,13 +4,14 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
 use std::time::Duration;
 
-use clickpulse_engine::event_time::Aggregator;
+use clickpulse_connectors::ResultBatch;
+use clickpulse_engine::event_time::{Aggregator, Session};
 use clickpulse_engine::source::{DeadLetter, PartitionedSource};
 use clickpulse_engine::{DStream, Data, EngineError, EventTime, Job, Window, Windows};
-use clickpulse_events::ClickEvent;
+use clickpulse_events::{ClickEvent, JsonRow};
 use serde::{Deserialize, Serialize};
 
-use crate::click::{Click, Interner};
+use crate::click::{Click, Interner, TrendKind};
 use crate::config::JobConfig;
 use crate::history::History;
 use crate::outputs::Outputs;
@@ -148,10 +149,6 @@ fn ms(d: Duration) -> u64 {
     u64::try_from(d.as_millis()).unwrap_or(u64::MAX)
 }
 
-fn window_of(w: &Window) -> Option<(u64, u64)> {
-    Some((w.start_ms, w.end_ms))
-}
-
 impl StandardJob {
     /// Builds the seven standard streams over `source` on one worker, with their outputs.
     ///
@@ -174,13 +171,12 @@ impl StandardJob {
         late.push(self.active_visitors(&clicks)?);
         late.push(self.trending(&clicks)?);
         // One `late_events` batch per engine batch, whichever streams refused the clicks.
-        let out = self.outputs.clone();
-        job.union_all(late)?.foreach_batch(move |info, mut rows| {
-            if !rows.is_empty() {
-                rows.sort();
-                out.publish("late_events", info.batch, &rows, |_| None);
-            }
-        });
+        self.publish(
+            "late_events",
+            &job.union_all(late)?,
+            |r: LateRow| (r.clone(), r),
+            |_| None,
+        );
         Ok(())
     }
 
@@ -200,25 +196,60 @@ impl StandardJob {
         })
     }
 
-    fn dead_letters(&self, dead: &DStream<'_, DeadLetter>) {
+    /// Publishes `stream`'s records to the outputs, in the order of the keys `row` gives them.
+    ///
+    /// Each worker turns its own records into rows and serialises them; worker 0 only puts the
+    /// rows in order and hands them to the sinks.
+    fn publish<T: Data, K: Data + Ord, R: Serialize>(
+        &self,
+        stream: &'static str,
+        records: &DStream<'_, T>,
+        row: impl Fn(T) -> (K, R) + 'static,
+        window: impl Fn(&R) -> Option<(u64, u64)> + 'static,
+    ) {
+        let prepared = records.flat_map(move |record| {
+            let (key, row) = row(record);
+            let bounds = window(&row);
+            match JsonRow::new(&row) {
+                Ok(json) => Some((key, bounds, json)),
+                Err(e) => {
+                    tracing::error!(stream, error = %e, "a row could not be serialised");
+                    None
+                }
+            }
+        });
         let out = self.outputs.clone();
-        dead.foreach_batch(move |info, rows| {
+        prepared.foreach_batch(move |info, mut rows| {
             if rows.is_empty() {
                 return;
             }
-            let mut rows: Vec<DeadLetterRow> = rows
-                .into_iter()
-                .map(|d| DeadLetterRow {
-                    source: d.source,
-                    partition: d.partition,
-                    offset: d.offset,
-                    reason: d.reason,
-                    raw: String::from_utf8_lossy(&d.raw).into_owned(),
-                })
-                .collect();
-            rows.sort();
-            out.publish("dead_letters", info.batch, &rows, |_| None);
+            rows.sort_by(|a, b| a.0.cmp(&b.0));
+            let bounds = rows.iter().filter_map(|r| r.1);
+            let start = bounds.clone().map(|b| b.0).min();
+            let end = bounds.map(|b| b.1).max();
+            out.write(ResultBatch {
+                stream: stream.to_string(),
+                batch: info.batch,
+                window_start_ms: start,
+                window_end_ms: end,
+                rows: rows.into_iter().map(|r| r.2).collect(),
+            });
         });
+    }
+
+    fn dead_letters(&self, dead: &DStream<'_, DeadLetter>) {
+        let row = |d: DeadLetter| {
+            let key = (d.source.clone(), d.partition, d.offset);
+            let row = DeadLetterRow {
+                source: d.source,
+                partition: d.partition,
+                offset: d.offset,
+                reason: d.reason,
+                raw: String::from_utf8_lossy(&d.raw).into_owned(),
+            };
+            (key, row)
+        };
+        self.publish("dead_letters", dead, row, |_| None);
     }
 
     fn page_views<'s>(
@@ -247,49 +278,34 @@ impl StandardJob {
             .output
             .map(|(url, w, count)| (w, (url, count)))
             .top_n_by_key(s.top_n, |v: &(Str, u64)| v.1);
-        let out = self.outputs.clone();
-        top.foreach_batch(move |info, rows| {
-            let mut rows: Vec<TopPageRow> = rows
-                .into_iter()
-                .map(|(w, (rank, (url, count)))| TopPageRow {
-                    window_start_ms: w.start_ms,
-                    window_end_ms: w.end_ms,
-                    rank,
-                    url: url.to_string(),
-                    count,
-                })
-                .collect();
-            if !rows.is_empty() {
-                rows.sort_by_key(|r| (r.window_start_ms, r.rank));
-                out.publish("top_pages", info.batch, &rows, |r| {
-                    Some((r.window_start_ms, r.window_end_ms))
-                });
-            }
+        let row = |(w, (rank, (url, count))): (Window, (u32, (Str, u64)))| {
+            let row = TopPageRow {
+                window_start_ms: w.start_ms,
+                window_end_ms: w.end_ms,
+                rank,
+                url: url.to_string(),
+                count,
+            };
+            ((w.start_ms, rank), row)
+        };
+        self.publish("top_pages", &top, row, |r| {
+            Some((r.window_start_ms, r.window_end_ms))
         });
         Ok(late)
     }
 
     fn publish_page_views(&self, stream: &'static str, counts: &DStream<'_, (Str, Window, u64)>) {
-        let out = self.outputs.clone();
-        counts.foreach_batch(move |info, rows| {
-            let mut rows: Vec<PageViewRow> = rows
-                .into_iter()
-                .map(|(url, w, count)| PageViewRow {
-                    window_start_ms: w.start_ms,
-                    window_end_ms: w.end_ms,
-                    url: url.to_string(),
-                    count,
-                })
-                .collect();
-            if !rows.is_empty() {
-                rows.sort();
-                out.publish(stream, info.batch, &rows, |r| {
-                    window_of(&Window {
-                        start_ms: r.window_start_ms,
-                        end_ms: r.window_end_ms,
-                    })
-                });
-            }
+        let row = |(url, w, count): (Str, Window, u64)| {
+            let row = PageViewRow {
+                window_start_ms: w.start_ms,
+                window_end_ms: w.end_ms,
+                url: url.to_string(),
+                count,
+            };
+            ((w, url), row)
+        };
+        self.publish(stream, counts, row, |r| {
+            Some((r.window_start_ms, r.window_end_ms))
         });
     }
 
@@ -302,26 +318,18 @@ impl StandardJob {
             .map(|c| (c.visitor, (c.ts_ms, c.url)))
             .session_by_key(s.session_gap, |v: &(u64, Str)| v.0, SessionAgg)?;
         let late = Self::late("sessions", &sessions.late, |v, (t, _url)| (v, t));
-        let out = self.outputs.clone();
-        sessions.output.foreach_batch(move |info, rows| {
-            let mut rows: Vec<SessionRow> = rows
-                .into_iter()
-                .map(|(visitor_id, session, stats)| SessionRow {
-                    visitor_id: visitor_id.to_string(),
-                    session_start_ms: session.start_ms,
-                    session_end_ms: session.end_ms,
-                    clicks: stats.clicks,
-                    distinct_urls: stats.urls.len() as u64,
-                })
-                .collect();
-            if !rows.is_empty() {
-                rows.sort_by(|a, b| {
-                    (a.session_end_ms, &a.visitor_id).cmp(&(b.session_end_ms, &b.visitor_id))
-                });
-                out.publish("sessions", info.batch, &rows, |r| {
-                    Some((r.session_start_ms, r.session_end_ms))
-                });
-            }
+        let row = |(visitor, session, stats): (Str, Session, SessionStats)| {
+            let row = SessionRow {
+                visitor_id: visitor.to_string(),
+                session_start_ms: session.start_ms,
+                session_end_ms: session.end_ms,
+                clicks: stats.clicks,
+                distinct_urls: stats.urls.len() as u64,
+            };
+            ((session.end_ms, visitor), row)
+        };
+        self.publish("sessions", &sessions.output, row, |r| {
+            Some((r.session_start_ms, r.session_end_ms))
         });
 
         // A session closes once the watermark passes its last click plus the gap: windows over the
@@ -337,24 +345,19 @@ impl StandardJob {
             |v: &(u64, u64)| v.0,
             SegmentAgg,
         )?;
-        let out = self.outputs.clone();
-        segments.output.foreach_batch(move |info, rows| {
-            let mut rows: Vec<SegmentRow> = rows
-                .into_iter()
-                .map(|(segment, w, (sessions, clicks))| SegmentRow {
-                    window_start_ms: w.start_ms,
-                    window_end_ms: w.end_ms,
-                    segment,
-                    sessions,
-                    clicks,
-                })
-                .collect();
-            if !rows.is_empty() {
-                rows.sort();
-                out.publish("segments", info.batch, &rows, |r| {
-                    Some((r.window_start_ms, r.window_end_ms))
-                });
-            }
+        let row = |(segment, w, (sessions, clicks)): (String, Window, (u64, u64))| {
+            let key = (w, segment.clone());
+            let row = SegmentRow {
+                window_start_ms: w.start_ms,
+                window_end_ms: w.end_ms,
+                segment,
+                sessions,
+                clicks,
+            };
+            (key, row)
+        };
+        self.publish("segments", &segments.output, row, |r| {
+            Some((r.window_start_ms, r.window_end_ms))
         });
         Ok(late)
     }
@@ -368,22 +371,16 @@ impl StandardJob {
             .map(|c| (c.visitor, c.ts_ms))
             .distinct_count_in_window(window, |t: &u64| *t)?;
         let late = Self::late("active_visitors", &active.late, |v, t| (v, t));
-        let out = self.outputs.clone();
-        active.output.foreach_batch(move |info, rows| {
-            let mut rows: Vec<ActiveVisitorsRow> = rows
-                .into_iter()
-                .map(|(w, n)| ActiveVisitorsRow {
-                    window_start_ms: w.start_ms,
-                    window_end_ms: w.end_ms,
-                    unique_visitors: n,
-                })
-                .collect();
-            if !rows.is_empty() {
-                rows.sort();
-                out.publish("active_visitors", info.batch, &rows, |r| {
-                    Some((r.window_start_ms, r.window_end_ms))
-                });
-            }
+        let row = |(w, n): (Window, u64)| {
+            let row = ActiveVisitorsRow {
+                window_start_ms: w.start_ms,
+                window_end_ms: w.end_ms,
+                unique_visitors: n,
+            };
+            (w, row)
+        };
+        self.publish("active_visitors", &active.output, row, |r| {
+            Some((r.window_start_ms, r.window_end_ms))
         });
         Ok(late)
     }
@@ -415,41 +412,23 @@ impl StandardJob {
                 (score > 0).then_some(((current, kind), (item, count, previous, score)))
             })
             .top_n_by_key(s.trending_top, |v: &(Str, u64, u64, i64)| v.3);
-        let out = self.outputs.clone();
-        top.foreach_batch(move |info, rows| {
-            let mut rows: Vec<TrendingRow> = rows
-                .into_iter()
-                .map(
-                    |((w, kind), (_rank, (item, count, previous_count, score)))| TrendingRow {
-                        window_start_ms: w.start_ms,
-                        window_end_ms: w.end_ms,
-                        kind: kind.name().to_string(),
-                        item: item.to_string(),
-                        count,
-                        previous_count,
-                        score,
-                    },
-                )
-                .collect();
-            if !rows.is_empty() {
-                rows.sort_by(|a, b| {
-                    (
-                        a.window_start_ms,
-                        &a.kind,
-                        std::cmp::Reverse(a.score),
-                        &a.item,
-                    )
-                        .cmp(&(
-                            b.window_start_ms,
-                            &b.kind,
-                            std::cmp::Reverse(b.score),
-                            &b.item,
-                        ))
-                });
-                out.publish("trending", info.batch, &rows, |r| {
-                    Some((r.window_start_ms, r.window_end_ms))
-                });
-            }
+        let row = |((w, kind), (_rank, (item, count, previous_count, score))): (
+            (Window, TrendKind),
+            (u32, (Str, u64, u64, i64)),
+        )| {
+            let row = TrendingRow {
+                window_start_ms: w.start_ms,
+                window_end_ms: w.end_ms,
+                kind: kind.name().to_string(),
+                item: item.to_string(),
+                count,
+                previous_count,
+                score,
+            };
+            ((w.start_ms, kind, std::cmp::Reverse(score), item), row)
+        };
+        self.publish("trending", &top, row, |r| {
+            Some((r.window_start_ms, r.window_end_ms))
         });
         Ok(Self::late("trending", &counts.late, |_item, (t, v)| (v, t)))
     }

@@ -10,9 +10,9 @@ use criterion::{BenchmarkId, Criterion, criterion_group, criterion_main};
 use serde_json::json;
 
 /// A `top_pages`-like batch: 10 rows.
-fn rows() -> Vec<serde_json::Value> {
+fn rows() -> Vec<clickpulse_events::JsonRow> {
     (0..10)
-        .map(|i| json!({"rank": i + 1, "url": format!("/category/{i}"), "count": 1000 - i}))
+        .map(|i| json!({"rank": i + 1, "url": format!("/category/{i}"), "count": 1000 - i}).into())
         .collect()
 }
 

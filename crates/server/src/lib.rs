@@ -29,7 +29,7 @@
 //! let client = hub.subscription();
 //! client.subscribe(&["page_views".to_string()], None)?;
 //! for batch in 1..=3 {
-//!     let rows = vec![json!({"url": "/news", "count": batch})];
+//!     let rows = vec![json!({"url": "/news", "count": batch}).into()];
 //!     hub.publish(StreamUpdate::new("page_views", batch, rows).with_window(0, 1000))?;
 //! }
 //! // The client did not read: it gets the newest batch, told that two were skipped.

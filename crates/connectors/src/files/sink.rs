@@ -2,7 +2,7 @@
 
 use std::path::{Path, PathBuf};
 
-use serde_json::Value;
+use clickpulse_events::JsonRow;
 
 use crate::result::{ResultBatch, ResultSink, SinkError};
 
@@ -20,7 +20,7 @@ use crate::result::{ResultBatch, ResultSink, SinkError};
 ///     batch: 3,
 ///     window_start_ms: Some(0),
 ///     window_end_ms: Some(1000),
-///     rows: vec![serde_json::json!({"url": "/news", "count": 2})],
+///     rows: vec![serde_json::json!({"url": "/news", "count": 2}).into()],
 /// }).unwrap();
 /// let text = std::fs::read_to_string(dir.path().join("page_views/batch-000000000003.jsonl")).unwrap();
 /// assert_eq!(text, "{\"batch\":3,\"count\":2,\"url\":\"/news\"}\n");
@@ -61,29 +61,30 @@ impl ResultSink for JsonlSink {
             message,
         };
         let mut text = Vec::with_capacity(batch.rows.len() * 96);
+        let head = format!("{{\"batch\":{}", batch.batch);
         for row in &batch.rows {
-            write_line(&mut text, row, batch.batch).map_err(|e| error(e.to_string()))?;
+            write_line(&mut text, row, &head);
         }
         clickpulse_engine::write_file_atomically(&path, &text).map_err(|e| error(e.to_string()))
     }
 }
 
-/// Appends `row` with a leading `"batch"` field as one line (without cloning the row).
-fn write_line(out: &mut Vec<u8>, row: &Value, batch: u64) -> serde_json::Result<()> {
-    match row {
-        Value::Object(map) if !map.is_empty() => {
-            let start = out.len();
-            serde_json::to_writer(&mut *out, row)?;
-            // Replace the opening brace with `{"batch":N,`.
-            let head = format!("{{\"batch\":{batch},");
-            out.splice(start..=start, head.into_bytes());
+/// Appends `row` with a leading `"batch"` field as one line: `head` (`{"batch":N`), a comma and the row's text
+/// after its opening brace. A row that is not an object becomes `{"batch":N,"value":row}`.
+fn write_line(out: &mut Vec<u8>, row: &JsonRow, head: &str) {
+    let text = row.get().trim();
+    out.extend_from_slice(head.as_bytes());
+    match text.strip_prefix('{') {
+        Some(rest) if rest.trim_start().starts_with('}') => out.push(b'}'),
+        Some(rest) => {
+            out.push(b',');
+            out.extend_from_slice(rest.as_bytes());
         }
-        Value::Object(_) => out.extend_from_slice(format!("{{\"batch\":{batch}}}").as_bytes()),
-        other => serde_json::to_writer(
-            &mut *out,
-            &serde_json::json!({ "batch": batch, "value": other }),
-        )?,
+        None => {
+            out.extend_from_slice(b",\"value\":");
+            out.extend_from_slice(text.as_bytes());
+            out.push(b'}');
+        }
     }
     out.push(b'\n');
-    Ok(())
 }

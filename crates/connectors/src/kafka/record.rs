@@ -14,6 +14,7 @@
 //! `batch_rows` and `row` let a reader tell when it has a whole batch, and restore the rows'
 //! order even when they were spread over several partitions by their keys.
 
+use clickpulse_events::JsonRow;
 use rdkafka::message::{Header, Headers, Message, OwnedHeaders};
 
 use crate::result::ResultBatch;
@@ -69,7 +70,7 @@ pub(crate) struct RowRecord {
     pub window_end_ms: Option<u64>,
     pub batch_rows: Option<u64>,
     pub row: Option<u64>,
-    pub value: serde_json::Value,
+    pub value: JsonRow,
 }
 
 /// Reads a row record.
@@ -79,8 +80,7 @@ pub(crate) struct RowRecord {
 /// header that is not a decimal number.
 pub(crate) fn read_record(message: &impl Message) -> Result<RowRecord, String> {
     let value = message.payload().ok_or("record has no value")?;
-    let value: serde_json::Value =
-        serde_json::from_slice(value).map_err(|e| format!("value is not JSON: {e}"))?;
+    let value = JsonRow::from_slice(value).map_err(|e| format!("value is not JSON: {e}"))?;
     let mut record = RowRecord {
         stream: None,
         batch: 0,

@@ -7,6 +7,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
+use clickpulse_events::JsonRow;
 use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::{Offset, TopicPartitionList};
 
@@ -322,7 +323,7 @@ struct Pending {
     window_start_ms: Option<u64>,
     window_end_ms: Option<u64>,
     expected: Option<u64>,
-    rows: Vec<(u64, serde_json::Value)>,
+    rows: Vec<(u64, JsonRow)>,
     updated: Instant,
 }
 
@@ -427,12 +428,19 @@ mod tests {
             window_end_ms: Some(batch * 1000 + 1000),
             batch_rows: rows,
             row: rows.map(|_| i),
-            value: json!({ "url": url }),
+            value: json!({ "url": url }).into(),
         }
     }
 
-    fn urls(b: &ResultBatch) -> Vec<&str> {
-        b.rows.iter().filter_map(|r| r["url"].as_str()).collect()
+    fn owned(v: &[&str]) -> Vec<String> {
+        v.iter().map(|s| s.to_string()).collect()
+    }
+
+    fn urls(b: &ResultBatch) -> Vec<String> {
+        b.rows
+            .iter()
+            .filter_map(|r| r.to_value()["url"].as_str().map(String::from))
+            .collect()
     }
 
     #[test]
@@ -445,7 +453,7 @@ mod tests {
         assert_eq!(ready.len(), 1);
         assert_eq!(
             (ready[0].batch, urls(&ready[0])),
-            (3, vec!["/a", "/b", "/c"])
+            (3, owned(&["/a", "/b", "/c"]))
         );
         assert_eq!(ready[0].window_start_ms, Some(3000));
         assert_eq!(ready[0].stream, "page_views");
@@ -460,8 +468,8 @@ mod tests {
         assert!(a.push(row(2, Some(1), 0, "/b"), t).is_empty());
         assert!(a.flush_idle(t + Duration::from_millis(500)).is_empty());
         let ready = a.flush_idle(t + Duration::from_secs(1));
-        let got: Vec<(u64, Vec<&str>)> = ready.iter().map(|b| (b.batch, urls(b))).collect();
-        assert_eq!(got, vec![(1, vec!["/a"]), (2, vec!["/b"])]);
+        let got: Vec<(u64, Vec<String>)> = ready.iter().map(|b| (b.batch, urls(b))).collect();
+        assert_eq!(got, vec![(1, owned(&["/a"])), (2, owned(&["/b"]))]);
     }
 
     #[test]
@@ -472,9 +480,9 @@ mod tests {
         assert!(a.push(row(5, None, 0, "/b"), t).is_empty());
         let ready = a.push(row(6, None, 0, "/c"), t);
         assert_eq!(ready.len(), 1);
-        assert_eq!((ready[0].batch, urls(&ready[0])), (5, vec!["/a", "/b"]));
+        assert_eq!((ready[0].batch, urls(&ready[0])), (5, owned(&["/a", "/b"])));
         let rest = a.flush_idle(t + Duration::from_secs(2));
-        assert_eq!((rest[0].batch, urls(&rest[0])), (6, vec!["/c"]));
+        assert_eq!((rest[0].batch, urls(&rest[0])), (6, owned(&["/c"])));
     }
 
     #[test]

@@ -140,7 +140,7 @@ impl ProducerContext for SinkContext {
 ///     batch: 7,
 ///     window_start_ms: Some(0),
 ///     window_end_ms: Some(1000),
-///     rows: vec![serde_json::json!({"url": "/news", "count": 2})],
+///     rows: vec![serde_json::json!({"url": "/news", "count": 2}).into()],
 /// })?;
 /// # Ok::<(), Box<dyn std::error::Error>>(())
 /// ```
@@ -220,13 +220,12 @@ impl KafkaSink {
         let deadline = Instant::now() + self.flush_timeout;
         self.reset_tally();
         for (i, row) in batch.rows.iter().enumerate() {
-            let value = serde_json::to_vec(row).map_err(|e| Error::Config {
-                key: "row".into(),
-                reason: format!("row {i} of `{}` is not serialisable: {e}", batch.stream),
-            })?;
-            let key = spec.key_of(row);
+            let key = match spec {
+                KeySpec::None => None,
+                _ => spec.key_of(&row.to_value()),
+            };
             let mut record = BaseRecord::to(&topic)
-                .payload(value.as_slice())
+                .payload(row.get().as_bytes())
                 .headers(headers_for(batch, i));
             if let Some(key) = key.as_deref() {
                 record = record.key(key);

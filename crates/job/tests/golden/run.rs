@@ -156,7 +156,10 @@ impl Actual {
                 b.stream,
                 b.batch
             );
-            let previous = batches.insert((b.stream.clone(), b.batch), b.rows);
+            let previous = batches.insert(
+                (b.stream.clone(), b.batch),
+                b.rows.iter().map(|r| r.to_value()).collect(),
+            );
             assert!(
                 previous.is_none(),
                 "{} batch {} written twice",

@@ -34,7 +34,7 @@ struct WireBatch<'a> {
     batch: u64,
     window_start_ms: Option<u64>,
     window_end_ms: Option<u64>,
-    rows: &'a [serde_json::Value],
+    rows: &'a [clickpulse_events::JsonRow],
 }
 
 impl BatchMessage {
@@ -85,7 +85,7 @@ mod tests {
             batch: 7,
             window_start_ms: Some(1000),
             window_end_ms: None,
-            rows: vec![json!({"url": "/a", "count": 3})],
+            rows: vec![json!({"url": "/a", "count": 3}).into()],
         }
     }
 

@@ -14,6 +14,7 @@ use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError, RwLock};
 
+use clickpulse_events::JsonRow;
 use serde::Serialize;
 
 use self::message::BatchMessage;
@@ -53,12 +54,12 @@ pub struct StreamUpdate {
     /// End of the result's window (exclusive), ms since the epoch, if it has one.
     pub window_end_ms: Option<u64>,
     /// The rows, one JSON object per row with the stream's fields.
-    pub rows: Vec<serde_json::Value>,
+    pub rows: Vec<JsonRow>,
 }
 
 impl StreamUpdate {
     /// An update without window bounds.
-    pub fn new(stream: impl Into<String>, batch: u64, rows: Vec<serde_json::Value>) -> Self {
+    pub fn new(stream: impl Into<String>, batch: u64, rows: Vec<JsonRow>) -> Self {
         StreamUpdate {
             stream: stream.into(),
             batch,
@@ -120,7 +121,7 @@ pub enum HubError {
 ///
 /// let hub = Hub::new(HubConfig::default(), Arc::new(Metrics::new()));
 /// hub.register_stream("top_pages", vec!["url".into(), "count".into()]);
-/// hub.publish(StreamUpdate::new("top_pages", 1, vec![json!({"url": "/", "count": 3})]))?;
+/// hub.publish(StreamUpdate::new("top_pages", 1, vec![json!({"url": "/", "count": 3}).into()]))?;
 ///
 /// // A client subscribing now first gets the latest batch as a snapshot.
 /// let sub = hub.subscription();

@@ -213,7 +213,7 @@ fn take_from_slot(stream: &Arc<str>, slot: &mut Slot) -> Option<Delivery> {
 /// hub.register_stream("page_views", vec!["url".into(), "count".into()]);
 /// let sub = hub.subscription();
 /// sub.subscribe(&["page_views".to_string()], None)?;
-/// hub.publish(StreamUpdate::new("page_views", 1, vec![serde_json::json!({"url": "/", "count": 1})]))?;
+/// hub.publish(StreamUpdate::new("page_views", 1, vec![serde_json::json!({"url": "/", "count": 1}).into()]))?;
 /// let d = sub.try_recv().expect("a live batch");
 /// assert_eq!((d.batch, d.snapshot, d.skipped), (1, false, 0));
 /// # Ok::<(), clickpulse_server::HubError>(())

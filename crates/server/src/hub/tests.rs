@@ -19,7 +19,7 @@ fn publish(hub: &Hub, stream: &str, batch: u64) {
     hub.publish(StreamUpdate::new(
         stream,
         batch,
-        vec![json!({ "n": batch })],
+        vec![json!({ "n": batch }).into()],
     ))
     .expect("publish");
 }

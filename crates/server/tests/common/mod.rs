@@ -80,7 +80,7 @@ impl TestServer {
     pub fn publish_rows(&self, stream: &str, batch: u64, rows: Vec<Value>) {
         self.hub
             .publish(
-                StreamUpdate::new(stream, batch, rows)
+                StreamUpdate::new(stream, batch, rows.into_iter().map(Into::into).collect())
                     .with_window(batch * 1000, batch * 1000 + 1000),
             )
             .expect("publish");

@@ -60,7 +60,11 @@ impl Harness {
 
     fn publish(&self, batch: u64) {
         self.hub
-            .publish(StreamUpdate::new("s", batch, vec![json!({ "n": batch })]))
+            .publish(StreamUpdate::new(
+                "s",
+                batch,
+                vec![json!({ "n": batch }).into()],
+            ))
             .expect("publish");
     }
 }
