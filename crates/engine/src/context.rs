@@ -518,11 +518,7 @@ impl WorkerLoop<'_> {
             }
             match self.run.mode {
                 RunMode::UntilEnd if !more => return Ok(()),
-                RunMode::UntilEnd => {
-                    // Let operators take each chunk while the next one is read.
-                    worker.step();
-                    self.report_completed();
-                }
+                RunMode::UntilEnd => {}
                 RunMode::Continuous => {
                     let now = Instant::now();
                     if now >= deadline || self.run.stop.load(Ordering::SeqCst) {
