@@ -66,12 +66,98 @@ impl<V: Data> Aggregator<V> for Reduce<V> {
     }
 }
 
+/// A key's accumulators per pane (a slide-long slice of time, keyed by its start), and the end of
+/// the last window emitted.
+struct Panes<K, A> {
+    size_ms: u64,
+    slide_ms: u64,
+    panes: BTreeMap<u64, FxHashMap<K, A>>,
+    closed_upto: u64,
+}
+
+impl<K: Key, A: Data> Panes<K, A> {
+    fn new(size_ms: u64, slide_ms: u64) -> Self {
+        Panes {
+            size_ms,
+            slide_ms,
+            panes: BTreeMap::new(),
+            closed_upto: 0,
+        }
+    }
+
+    fn merge<V>(&mut self, agg: &impl Aggregator<V, Acc = A>, k: K, pane: u64, acc: A) {
+        let slot = self.panes.entry(pane).or_default();
+        match slot.get_mut(&k) {
+            Some(existing) => agg.merge(existing, acc),
+            None => {
+                slot.insert(k, acc);
+            }
+        }
+    }
+
+    /// Emits every window that holds data and ends at or before `now`, in order of their ends,
+    /// and forgets the panes no open window needs.
+    fn close<V>(
+        &mut self,
+        agg: &impl Aggregator<V, Acc = A>,
+        now: u64,
+        out: &mut Vec<(K, Window, A)>,
+    ) {
+        while let Some(&first) = self.panes.keys().next() {
+            // The earliest window not yet emitted that holds the first pane: windows end on
+            // multiples of the slide, and none starts before the epoch.
+            let end = first
+                .saturating_add(self.slide_ms)
+                .max(self.closed_upto.saturating_add(self.slide_ms))
+                .max(self.size_ms);
+            if end > now {
+                break;
+            }
+            let start = end - self.size_ms;
+            // The pane starting the window ends with it: move its accumulators, copy the rest.
+            let mut window = self.panes.remove(&start).unwrap_or_default();
+            for pane in self.panes.range(start..end).map(|(_, p)| p) {
+                for (k, acc) in pane {
+                    match window.get_mut(k) {
+                        Some(existing) => agg.merge(existing, acc.clone()),
+                        None => {
+                            window.insert(k.clone(), acc.clone());
+                        }
+                    }
+                }
+            }
+            while let Some(entry) = self.panes.first_entry() {
+                if *entry.key() > start {
+                    break;
+                }
+                entry.remove();
+            }
+            let w = Window {
+                start_ms: start,
+                end_ms: end,
+            };
+            out.extend(window.into_iter().map(|(k, acc)| (k, w, acc)));
+            self.closed_upto = end;
+        }
+    }
+
+    fn keys(&self) -> usize {
+        self.panes.values().map(|m| m.len()).sum()
+    }
+
+    fn capacity(&self) -> usize {
+        self.panes.values().map(|m| m.capacity()).sum()
+    }
+}
+
 impl<'s, K: Key, V: Data> DStream<'s, (K, V)> {
     /// Aggregates each key's values per event-time window (`ts` gives a value's event time in ms),
     /// emitting `(key, window, accumulator)` when the watermark passes the window's end.
     ///
-    /// Values are pre-aggregated per worker and batch, then merged on the key's worker. State
-    /// size is reported under `window_aggregate` (one entry per open key and window).
+    /// Windows are computed from panes, slide-long slices of time: each value is folded into its
+    /// one pane (not into every window it belongs to), pre-aggregated per worker and batch, then
+    /// merged on the key's worker; a closing window merges its `size / slide` panes. State size is
+    /// reported under `window_aggregate` (one entry per open key and pane).
     ///
     /// # Errors
     /// [`EngineError::InvalidConfig`](crate::EngineError::InvalidConfig) (`event_time`) when the
@@ -106,6 +192,7 @@ impl<'s, K: Key, V: Data> DStream<'s, (K, V)> {
         let worker = self.shared.worker;
         let state_name = self.shared.state_name("window_aggregate");
         let size_ms = windows.size_ms();
+        let slide_ms = windows.slide_ms();
 
         // Stage 1, on the worker that read the event: late check and pre-aggregation.
         let pre_agg = agg.clone();
@@ -120,33 +207,25 @@ impl<'s, K: Key, V: Data> DStream<'s, (K, V)> {
             "WindowPreAggregate",
             move |_b, data, reports, out| {
                 let late = route_late(data, &windows, &ts, tracker.current(), out, |k, v, t| {
-                    let mut starts = windows.assign(t).map(|w| w.start_ms).peekable();
-                    while let Some(start) = starts.next() {
-                        let acc = partial
-                            .entry((k.clone(), start))
-                            .or_insert_with(|| pre_agg.init());
-                        if starts.peek().is_some() {
-                            pre_agg.add(acc, v.clone());
-                        } else {
-                            pre_agg.add(acc, v);
-                            break;
-                        }
-                    }
+                    let pane = t - t % slide_ms;
+                    let acc = partial.entry((k, pane)).or_insert_with(|| pre_agg.init());
+                    pre_agg.add(acc, v);
                 });
                 late_metrics.add_late(late);
                 out.extend(
                     partial
                         .drain()
-                        .map(|((k, start), acc)| Routed::Out((k, start, acc))),
+                        .map(|((k, pane), acc)| Routed::Out((k, pane, acc))),
                 );
                 tracker.advance(&reports);
             },
         );
         let (partials, late) = self.split_routed(routed);
 
-        // Stage 2, on the key's worker: merge partials, close windows the watermark passed.
+        // Stage 2, on the key's worker: merge partials into panes, close windows the watermark
+        // passed.
         let mut tracker = WatermarkTracker::default();
-        let mut open: BTreeMap<u64, FxHashMap<K, A::Acc>> = BTreeMap::new();
+        let mut panes: Panes<K, A::Acc> = Panes::new(size_ms, slide_ms);
         let results = batch_binary(
             &partials,
             &wm,
@@ -154,32 +233,14 @@ impl<'s, K: Key, V: Data> DStream<'s, (K, V)> {
             Pipeline,
             "WindowAggregate",
             move |_b, data, reports, out| {
-                for (k, start, acc) in data {
-                    let slot = open.entry(start + size_ms).or_default();
-                    match slot.get_mut(&k) {
-                        Some(existing) => agg.merge(existing, acc),
-                        None => {
-                            slot.insert(k, acc);
-                        }
-                    }
+                for (k, pane, acc) in data {
+                    panes.merge(&agg, k, pane, acc);
                 }
                 let now = tracker.advance(&reports);
-                while let Some(entry) = open.first_entry() {
-                    if *entry.key() > now {
-                        break;
-                    }
-                    let end = *entry.key();
-                    let window = Window {
-                        start_ms: end - size_ms,
-                        end_ms: end,
-                    };
-                    out.extend(entry.remove().into_iter().map(|(k, acc)| (k, window, acc)));
-                }
-                let keys: usize = open.values().map(|m| m.len()).sum();
-                let cap: usize = open.values().map(|m| m.capacity()).sum();
+                panes.close(&agg, now, out);
                 let size = StateSize {
-                    keys: keys as u64,
-                    bytes: table_bytes::<K, A::Acc>(cap),
+                    keys: panes.keys() as u64,
+                    bytes: table_bytes::<K, A::Acc>(panes.capacity()),
                 };
                 metrics.set_state(&state_name, worker, size);
             },
