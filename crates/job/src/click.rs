@@ -1,13 +1,13 @@
 //! The job's compact view of a click: projected once per event, then shared by every stream.
 //!
-//! Strings are interned per worker as `Arc<str>`, so the fan-out of one event to the seven
-//! streams costs reference-count increments, not string copies.
-
-use std::sync::Arc;
+//! Strings are [`SmolStr`]s: up to 23 bytes (visitor ids, urls, products and queries usually are)
+//! they live inline, so copying a click to the seven streams and into their state copies bytes
+//! and touches no reference count shared between threads (which `Arc<str>` did on every copy and
+//! drop). Longer strings are shared behind a reference count.
 
 use clickpulse_events::ClickEvent;
-use rustc_hash::FxHashSet;
 use serde::{Deserialize, Serialize};
+pub use smol_str::SmolStr;
 
 /// What `trending` ranks a click by.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
@@ -37,77 +37,46 @@ pub struct Click {
     /// Event time.
     pub ts_ms: u64,
     /// The visitor.
-    pub visitor: Arc<str>,
+    pub visitor: SmolStr,
     /// The url.
-    pub url: Arc<str>,
+    pub url: SmolStr,
     /// Whether it is a page view (counts for `page_views`).
     pub page_view: bool,
     /// What `trending` counts it as, if anything.
-    pub trend: Option<(TrendKind, Arc<str>)>,
+    pub trend: Option<(TrendKind, SmolStr)>,
 }
 
-/// Interns strings for one worker; forgets everything past `capacity` entries so that a long
-/// run's memory stays bounded (later strings are then interned afresh).
-#[derive(Debug)]
-pub struct Interner {
-    set: FxHashSet<Arc<str>>,
-    capacity: usize,
-}
-
-impl Default for Interner {
-    fn default() -> Self {
-        Interner {
-            set: FxHashSet::default(),
-            capacity: 1 << 20,
-        }
-    }
-}
-
-impl Interner {
-    /// The shared copy of `s`.
-    pub fn intern(&mut self, s: &str) -> Arc<str> {
-        if let Some(a) = self.set.get(s) {
-            return Arc::clone(a);
-        }
-        if self.set.len() >= self.capacity {
-            self.set.clear();
-        }
-        let a: Arc<str> = Arc::from(s);
-        self.set.insert(Arc::clone(&a));
-        a
-    }
-
+impl Click {
     /// Projects `e`.
     ///
     /// # Examples
     /// ```
     /// use clickpulse_events::ClickEvent;
-    /// use clickpulse_job::click::{Interner, TrendKind};
-    /// let mut i = Interner::default();
-    /// let a = i.click(ClickEvent::page_view(5, "v1", "/news"));
-    /// let b = i.click(ClickEvent::page_view(6, "v2", "/news"));
-    /// assert!(std::sync::Arc::ptr_eq(&a.url, &b.url));
-    /// assert_eq!(a.trend.as_ref().map(|t| t.0), Some(TrendKind::Page));
+    /// use clickpulse_job::click::{Click, TrendKind};
+    /// let c = Click::of(ClickEvent::page_view(5, "v1", "/news"));
+    /// assert_eq!((c.visitor.as_str(), c.url.as_str()), ("v1", "/news"));
+    /// assert_eq!(c.trend.as_ref().map(|t| t.0), Some(TrendKind::Page));
     /// ```
-    pub fn click(&mut self, e: ClickEvent) -> Click {
-        let url = self.intern(&e.url);
+    pub fn of(e: ClickEvent) -> Click {
+        let url = SmolStr::new(&e.url);
+        let page_view = e.event_type() == "page_view";
         let trend = match e.event_type() {
-            "page_view" => Some((TrendKind::Page, Arc::clone(&url))),
+            "page_view" => Some((TrendKind::Page, url.clone())),
             "add_to_cart" => e
                 .product
                 .as_deref()
-                .map(|p| (TrendKind::Product, self.intern(p))),
+                .map(|p| (TrendKind::Product, SmolStr::new(p))),
             "search" => e
                 .query
                 .as_deref()
-                .map(|q| (TrendKind::Search, self.intern(q))),
+                .map(|q| (TrendKind::Search, SmolStr::new(q))),
             _ => None,
         };
         Click {
             ts_ms: e.ts_ms,
-            visitor: self.intern(&e.visitor_id),
+            visitor: SmolStr::new(&e.visitor_id),
             url,
-            page_view: e.event_type() == "page_view",
+            page_view,
             trend,
         }
     }

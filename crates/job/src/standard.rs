@@ -11,7 +11,7 @@ use clickpulse_engine::{DStream, Data, EngineError, EventTime, Job, Window, Wind
 use clickpulse_events::{ClickEvent, JsonRow};
 use serde::{Deserialize, Serialize};
 
-use crate::click::{Click, Interner, TrendKind};
+use crate::click::{Click, SmolStr, TrendKind};
 use crate::config::JobConfig;
 use crate::history::History;
 use crate::outputs::Outputs;
@@ -77,8 +77,8 @@ pub struct StandardJob {
     pub history: Arc<History>,
 }
 
-/// An interned string (see [`crate::click`]).
-type Str = Arc<str>;
+/// A string as the streams carry it (see [`crate::click`]).
+type Str = SmolStr;
 
 /// Clicks and distinct urls of a session.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -164,8 +164,7 @@ impl StandardJob {
             .idle_timeout(cfg.input.idle_timeout);
         let (events, dead) = job.source_with_dead_letters(source, Some(event_time))?;
         self.dead_letters(&dead);
-        let mut interner = Interner::default();
-        let clicks = events.map(move |e| interner.click(e));
+        let clicks = events.map(Click::of);
         let mut late = self.page_views(&clicks)?;
         late.push(self.sessions_and_segments(&clicks)?);
         late.push(self.active_visitors(&clicks)?);
