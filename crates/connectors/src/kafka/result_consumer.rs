@@ -40,10 +40,12 @@ pub enum StartFrom {
 /// Records are read as [`KafkaSink`](super::KafkaSink) writes them (see
 /// [`record`](super::record)) and put together again into [`ResultBatch`]es: a batch is handed
 /// over when all its `batch_rows` rows are in, with the rows in their original order, whatever
-/// partitions they came through. Batches are handed over in batch order: a complete batch waits
-/// for older incomplete ones, and a batch that gets no new row for the idle timeout (default
-/// 1 s) is handed over as it is — the first batch after a [`StartFrom::Recent`] start is usually
-/// cut. Records without `batch_rows` (other writers) are grouped by consecutive `batch` headers.
+/// partitions they came through. A complete batch waits for older incomplete ones, so batches
+/// come in batch order, except that an older batch none of whose rows has been fetched yet
+/// cannot hold a later one back: rows travel through several partitions, fetched independently,
+/// so a reader that needs strict order sorts by batch id. A batch that gets no new row for the
+/// idle timeout (default 1 s) is handed over as it is — the first batch after a
+/// [`StartFrom::Recent`] start is usually cut. Records without `batch_rows` (other writers) are grouped by consecutive `batch` headers.
 /// Records of other streams (their `stream` header differs) are skipped, so several streams may
 /// share a topic; records that are not result rows are logged and skipped.
 ///
