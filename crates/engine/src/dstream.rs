@@ -149,17 +149,22 @@ where
         .clone()
         .unary_frontier(pact, name, move |cap, _info| {
             let mut cursor = BatchCursor::new(cap);
-            let mut pending: BTreeMap<BatchId, Vec<T>> = BTreeMap::new();
+            let mut pending: BTreeMap<BatchId, Vec<Vec<T>>> = BTreeMap::new();
             let mut out = Vec::new();
             move |(input, frontier), output| {
-                input.for_each(|time, data| pending.entry(*time.time()).or_default().append(data));
+                input.for_each(|time, data| {
+                    pending
+                        .entry(*time.time())
+                        .or_default()
+                        .push(std::mem::take(data))
+                });
                 let limit = frontier.frontier().first().copied();
                 let last = last_pending(&pending);
                 cursor.advance(
                     limit,
                     last,
                     &mut out,
-                    |b, out| logic(b, pending.remove(&b).unwrap_or_default(), out),
+                    |b, out| logic(b, gather(pending.remove(&b)), out),
                     |at, out| output.session(at).give_container(out),
                 );
             }
@@ -186,14 +191,14 @@ where
 {
     let constructor = move |cap, _info| {
         let mut cursor = BatchCursor::new(cap);
-        let mut pending_a: BTreeMap<BatchId, Vec<A>> = BTreeMap::new();
-        let mut pending_b: BTreeMap<BatchId, Vec<B>> = BTreeMap::new();
+        let mut pending_a: BTreeMap<BatchId, Vec<Vec<A>>> = BTreeMap::new();
+        let mut pending_b: BTreeMap<BatchId, Vec<Vec<B>>> = BTreeMap::new();
         let mut out = Vec::new();
         move |(in_a, frontier_a): (&mut InputHandleCore<BatchId, Vec<A>, PA::Puller>, &MutableAntichain<BatchId>),
               (in_b, frontier_b): (&mut InputHandleCore<BatchId, Vec<B>, PB::Puller>, &MutableAntichain<BatchId>),
               output: &mut OutputBuilderSession<'_, BatchId, CapacityContainerBuilder<Vec<O>>>| {
-            in_a.for_each(|t, d| pending_a.entry(*t.time()).or_default().append(d));
-            in_b.for_each(|t, d| pending_b.entry(*t.time()).or_default().append(d));
+            in_a.for_each(|t, d| pending_a.entry(*t.time()).or_default().push(std::mem::take(d)));
+            in_b.for_each(|t, d| pending_b.entry(*t.time()).or_default().push(std::mem::take(d)));
             let fa = frontier_a.frontier().first().copied();
             let fb = frontier_b.frontier().first().copied();
             let limit = match (fa, fb) {
@@ -206,12 +211,98 @@ where
                 last,
                 &mut out,
                 |b, out| {
-                    let a = pending_a.remove(&b).unwrap_or_default();
-                    let bb = pending_b.remove(&b).unwrap_or_default();
+                    let a = gather(pending_a.remove(&b));
+                    let bb = gather(pending_b.remove(&b));
                     logic(b, a, bb, out);
                 },
                 |at, out| output.session(at).give_container(out),
             );
+        }
+    };
+    left.clone()
+        .binary_frontier(right.clone(), pact_left, pact_right, name, constructor)
+        .container::<Vec<O>>()
+}
+
+/// What [`batch_binary_eager`] hands its logic.
+pub(crate) enum Piece<'a, A, B> {
+    /// A container of the left input's records of the batch (take what you need from it).
+    Data(&'a mut Vec<A>),
+    /// The batch has ended: all of the right input's records for it.
+    End(Vec<B>),
+}
+
+/// [`batch_binary`] for operators that can take a batch's records a container at a time: `logic`
+/// sees each container of the left input as [`Piece::Data`] as it arrives, provided every earlier
+/// batch has ended (otherwise the container waits until they have), and then [`Piece::End`] once
+/// the frontier has passed the batch, with the right input's records for it (watermark reports,
+/// say).
+///
+/// Batches are visited in order, and every piece of batch `b` comes after the end of every batch
+/// before `b`, so an operator sees what [`batch_binary`] would show it, split into pieces. What it
+/// saves is gathering a large batch into one vector before any work starts: containers are used
+/// while still in cache, and their memory is reused.
+pub(crate) fn batch_binary_eager<'s, A, B, O, PA, PB, L>(
+    left: &StreamVec<'s, BatchId, A>,
+    right: &StreamVec<'s, BatchId, B>,
+    pact_left: PA,
+    pact_right: PB,
+    name: &str,
+    mut logic: L,
+) -> StreamVec<'s, BatchId, O>
+where
+    A: Data,
+    B: Data,
+    O: Data,
+    PA: ParallelizationContract<BatchId, Vec<A>>,
+    PB: ParallelizationContract<BatchId, Vec<B>>,
+    L: FnMut(BatchId, Piece<'_, A, B>, &mut Vec<O>) + 'static,
+{
+    let constructor = move |cap, _info| {
+        let mut cursor = BatchCursor::new(cap);
+        // Containers that came before their batch opened, kept whole (not appended into one vector).
+        let mut pending_a: BTreeMap<BatchId, Vec<Vec<A>>> = BTreeMap::new();
+        let mut pending_b: BTreeMap<BatchId, Vec<B>> = BTreeMap::new();
+        let mut out = Vec::new();
+        move |(in_a, frontier_a): (&mut InputHandleCore<BatchId, Vec<A>, PA::Puller>, &MutableAntichain<BatchId>),
+              (in_b, frontier_b): (&mut InputHandleCore<BatchId, Vec<B>, PB::Puller>, &MutableAntichain<BatchId>),
+              output: &mut OutputBuilderSession<'_, BatchId, CapacityContainerBuilder<Vec<O>>>| {
+            in_b.for_each(|t, d| pending_b.entry(*t.time()).or_default().append(d));
+            let fa = frontier_a.frontier().first().copied();
+            let fb = frontier_b.frontier().first().copied();
+            let limit = match (fa, fb) {
+                (Some(a), Some(b)) => Some(a.min(b)),
+                (a, b) => a.or(b),
+            };
+            // End every batch the frontiers have passed before taking new containers: a container
+            // of a passed batch cannot still be waiting (the frontier counts it until it is
+            // taken), so what arrives next belongs to the first open batch or a later one.
+            let last = last_pending(&pending_a).max(last_pending(&pending_b));
+            cursor.advance(
+                limit,
+                last,
+                &mut out,
+                |b, out| {
+                    for mut data in pending_a.remove(&b).unwrap_or_default() {
+                        logic(b, Piece::Data(&mut data), out);
+                    }
+                    logic(b, Piece::End(pending_b.remove(&b).unwrap_or_default()), out);
+                },
+                |at, out| output.session(at).give_container(out),
+            );
+            in_a.for_each(|t, d| {
+                let b = *t.time();
+                match cursor.open_at(b) {
+                    Some(held) => {
+                        logic(b, Piece::Data(d), &mut out);
+                        if !out.is_empty() {
+                            output.session(&held.delayed(&b)).give_container(&mut out);
+                            out.clear();
+                        }
+                    }
+                    None => pending_a.entry(b).or_default().push(std::mem::take(d)),
+                }
+            });
         }
     };
     left.clone()
@@ -232,6 +323,12 @@ impl BatchCursor {
             cap: Some(cap),
             next: 0,
         }
+    }
+
+    /// The held capability, when `b` is the first batch not yet visited (every earlier one has
+    /// ended, so `b`'s records can be taken as they come).
+    fn open_at(&self, b: BatchId) -> Option<&Capability<BatchId>> {
+        self.cap.as_ref().filter(|_| b == self.next)
     }
 
     /// Visits every batch below `limit` (all up to `last_pending` once the input is closed, when
@@ -261,6 +358,21 @@ impl BatchCursor {
             None => self.cap = None,
         }
     }
+}
+
+/// A batch's records from the containers they came in: the one container itself when there is
+/// one, else one vector of exactly their total size (containers are kept whole as they come, so a
+/// large batch is not copied again every time its vector would have grown).
+fn gather<T>(parts: Option<Vec<Vec<T>>>) -> Vec<T> {
+    let mut parts = parts.unwrap_or_default();
+    if parts.len() <= 1 {
+        return parts.pop().unwrap_or_default();
+    }
+    let mut all = Vec::with_capacity(parts.iter().map(Vec::len).sum());
+    for mut part in parts {
+        all.append(&mut part);
+    }
+    all
 }
 
 fn last_pending<T>(pending: &BTreeMap<BatchId, T>) -> BatchId {

@@ -7,7 +7,7 @@ use rustc_hash::{FxHashMap, FxHashSet};
 use timely::dataflow::channels::pact::{Exchange, Pipeline};
 
 use super::{EventTimeOutput, Routed, route_late};
-use crate::dstream::{DStream, Data, Key, batch_binary, batch_unary, route};
+use crate::dstream::{DStream, Data, Key, Piece, batch_binary_eager, batch_unary, route};
 use crate::error::Result;
 use crate::metrics::{StateSize, table_bytes};
 use crate::time::{Window, Windows};
@@ -53,59 +53,69 @@ impl<'s, K: Key, V: Data> DStream<'s, (K, V)> {
         let mut tracker = WatermarkTracker::default();
         let mut seen: FxHashSet<(K, u64)> = FxHashSet::default();
         let late_metrics = Arc::clone(&metrics);
-        let routed = batch_binary(
+        let routed = batch_binary_eager(
             &self.stream,
             &wm,
             Pipeline,
             Pipeline,
             "DistinctPre",
-            move |_b, data, reports, out| {
-                let late = route_late(data, &windows, &ts, tracker.current(), out, |k, _v, t| {
-                    for w in windows.assign(t) {
-                        seen.insert((k.clone(), w.start_ms));
-                    }
-                });
-                late_metrics.add_late(late);
-                out.extend(seen.drain().map(Routed::Out));
-                tracker.advance(&reports);
+            move |_b, piece, out| match piece {
+                Piece::Data(data) => {
+                    let before = tracker.current();
+                    let late =
+                        route_late(data.drain(..), &windows, &ts, before, out, |k, _v, t| {
+                            for w in windows.assign(t) {
+                                seen.insert((k.clone(), w.start_ms));
+                            }
+                        });
+                    late_metrics.add_late(late);
+                }
+                Piece::End(reports) => {
+                    out.extend(seen.drain().map(Routed::Out));
+                    tracker.advance(&reports);
+                }
             },
         );
         let (keys, late) = self.split_routed(routed);
 
         let mut tracker = WatermarkTracker::default();
         let mut open: BTreeMap<u64, FxHashSet<K>> = BTreeMap::new();
-        let partial_counts = batch_binary(
+        let partial_counts = batch_binary_eager(
             &keys,
             &wm,
             Exchange::new(|p: &(K, u64)| route(&p.0)),
             Pipeline,
             "DistinctCount",
-            move |_b, data, reports, out| {
-                for (k, start) in data {
-                    open.entry(start + size_ms).or_default().insert(k);
-                }
-                let now = tracker.advance(&reports);
-                while let Some(entry) = open.first_entry() {
-                    if *entry.key() > now {
-                        break;
+            move |_b, piece, out| match piece {
+                Piece::Data(data) => {
+                    for (k, start) in data.drain(..) {
+                        open.entry(start + size_ms).or_default().insert(k);
                     }
-                    let end = *entry.key();
-                    let n = entry.remove().len() as u64;
-                    out.push((
-                        Window {
-                            start_ms: end - size_ms,
-                            end_ms: end,
-                        },
-                        n,
-                    ));
                 }
-                let keys: usize = open.values().map(|s| s.len()).sum();
-                let cap: usize = open.values().map(|s| s.capacity()).sum();
-                let size = StateSize {
-                    keys: keys as u64,
-                    bytes: table_bytes::<K, ()>(cap),
-                };
-                metrics.set_state(&state_name, worker, size);
+                Piece::End(reports) => {
+                    let now = tracker.advance(&reports);
+                    while let Some(entry) = open.first_entry() {
+                        if *entry.key() > now {
+                            break;
+                        }
+                        let end = *entry.key();
+                        let n = entry.remove().len() as u64;
+                        out.push((
+                            Window {
+                                start_ms: end - size_ms,
+                                end_ms: end,
+                            },
+                            n,
+                        ));
+                    }
+                    let keys: usize = open.values().map(|s| s.len()).sum();
+                    let cap: usize = open.values().map(|s| s.capacity()).sum();
+                    let size = StateSize {
+                        keys: keys as u64,
+                        bytes: table_bytes::<K, ()>(cap),
+                    };
+                    metrics.set_state(&state_name, worker, size);
+                }
             },
         );
         let mut sums: FxHashMap<Window, u64> = FxHashMap::default();

@@ -51,7 +51,7 @@ pub struct EventTimeOutput<'s, R: Data, L: Data> {
 /// watermark `before` the batch, per the rules above) to `out` as [`Routed::Late`], and hands each
 /// on-time event with its timestamp to `on_time`. Returns how many were late.
 pub(crate) fn route_late<K, V, R>(
-    data: Vec<(K, V)>,
+    data: impl IntoIterator<Item = (K, V)>,
     windows: &Windows,
     ts: &impl Fn(&V) -> u64,
     before: u64,

@@ -7,7 +7,7 @@ use rustc_hash::FxHashMap;
 use timely::dataflow::channels::pact::{Exchange, Pipeline};
 
 use super::{EventTimeOutput, Routed, route_late};
-use crate::dstream::{DStream, Data, Key, batch_binary, route};
+use crate::dstream::{DStream, Data, Key, Piece, batch_binary_eager, route};
 use crate::error::Result;
 use crate::metrics::{StateSize, table_bytes};
 use crate::time::{Window, Windows};
@@ -199,25 +199,30 @@ impl<'s, K: Key, V: Data> DStream<'s, (K, V)> {
         let mut tracker = WatermarkTracker::default();
         let mut partial: FxHashMap<(K, u64), A::Acc> = FxHashMap::default();
         let late_metrics = Arc::clone(&metrics);
-        let routed = batch_binary(
+        let routed = batch_binary_eager(
             &self.stream,
             &wm,
             Pipeline,
             Pipeline,
             "WindowPreAggregate",
-            move |_b, data, reports, out| {
-                let late = route_late(data, &windows, &ts, tracker.current(), out, |k, v, t| {
-                    let pane = t - t % slide_ms;
-                    let acc = partial.entry((k, pane)).or_insert_with(|| pre_agg.init());
-                    pre_agg.add(acc, v);
-                });
-                late_metrics.add_late(late);
-                out.extend(
-                    partial
-                        .drain()
-                        .map(|((k, pane), acc)| Routed::Out((k, pane, acc))),
-                );
-                tracker.advance(&reports);
+            move |_b, piece, out| match piece {
+                Piece::Data(data) => {
+                    let before = tracker.current();
+                    let late = route_late(data.drain(..), &windows, &ts, before, out, |k, v, t| {
+                        let pane = t - t % slide_ms;
+                        let acc = partial.entry((k, pane)).or_insert_with(|| pre_agg.init());
+                        pre_agg.add(acc, v);
+                    });
+                    late_metrics.add_late(late);
+                }
+                Piece::End(reports) => {
+                    out.extend(
+                        partial
+                            .drain()
+                            .map(|((k, pane), acc)| Routed::Out((k, pane, acc))),
+                    );
+                    tracker.advance(&reports);
+                }
             },
         );
         let (partials, late) = self.split_routed(routed);
@@ -226,23 +231,27 @@ impl<'s, K: Key, V: Data> DStream<'s, (K, V)> {
         // passed.
         let mut tracker = WatermarkTracker::default();
         let mut panes: Panes<K, A::Acc> = Panes::new(size_ms, slide_ms);
-        let results = batch_binary(
+        let results = batch_binary_eager(
             &partials,
             &wm,
             Exchange::new(|p: &(K, u64, A::Acc)| route(&p.0)),
             Pipeline,
             "WindowAggregate",
-            move |_b, data, reports, out| {
-                for (k, pane, acc) in data {
-                    panes.merge(&agg, k, pane, acc);
+            move |_b, piece, out| match piece {
+                Piece::Data(data) => {
+                    for (k, pane, acc) in data.drain(..) {
+                        panes.merge(&agg, k, pane, acc);
+                    }
                 }
-                let now = tracker.advance(&reports);
-                panes.close(&agg, now, out);
-                let size = StateSize {
-                    keys: panes.keys() as u64,
-                    bytes: table_bytes::<K, A::Acc>(panes.capacity()),
-                };
-                metrics.set_state(&state_name, worker, size);
+                Piece::End(reports) => {
+                    let now = tracker.advance(&reports);
+                    panes.close(&agg, now, out);
+                    let size = StateSize {
+                        keys: panes.keys() as u64,
+                        bytes: table_bytes::<K, A::Acc>(panes.capacity()),
+                    };
+                    metrics.set_state(&state_name, worker, size);
+                }
             },
         );
         Ok(EventTimeOutput {
