@@ -1,15 +1,17 @@
 //! Session windows: per key, clicks closer than a gap belong to one session.
 
-use std::collections::BTreeMap;
+use std::cmp::Reverse;
+use std::collections::BinaryHeap;
 use std::sync::Arc;
 use std::time::Duration;
 
 use rustc_hash::FxHashMap;
 use serde::{Deserialize, Serialize};
+use smallvec::SmallVec;
 use timely::dataflow::channels::pact::{Exchange, Pipeline};
 
 use super::{Aggregator, EventTimeOutput, Routed};
-use crate::dstream::{DStream, Data, Key, batch_binary, route};
+use crate::dstream::{DStream, Data, Key, Piece, batch_binary_eager, route};
 use crate::error::{EngineError, Result};
 use crate::metrics::{StateSize, table_bytes};
 use crate::watermark::WatermarkTracker;
@@ -31,16 +33,17 @@ struct Open<A> {
 }
 
 /// One key's open sessions (disjoint, unordered) and when it is next looked at for closing.
+/// Nearly every key has one open session at a time, which is kept inline (no allocation per key).
 #[derive(Debug)]
 struct KeySessions<A> {
-    sessions: Vec<Open<A>>,
+    sessions: SmallVec<[Open<A>; 1]>,
     registered_at: Option<u64>,
 }
 
 impl<A> Default for KeySessions<A> {
     fn default() -> Self {
         KeySessions {
-            sessions: Vec::new(),
+            sessions: SmallVec::new(),
             registered_at: None,
         }
     }
@@ -67,21 +70,17 @@ fn insert_click<V, A: Aggregator<V>>(
         });
         return (1, 0);
     };
-    // The click may bridge this session and later ones: fold those into it.
-    let bridges_more = state.sessions.iter().skip(first + 1).any(overlaps);
-    let bridged: Vec<Open<A::Acc>> = if bridges_more {
-        let mut index = 0;
-        state
-            .sessions
-            .extract_if(.., |s| {
-                let hit = index > first && overlaps(s);
-                index += 1;
-                hit
-            })
-            .collect()
-    } else {
-        Vec::new()
-    };
+    // The click may bridge this session and later ones: fold those into it (rare; sessions are
+    // few per key, so removing by index is cheap).
+    let mut bridged: SmallVec<[Open<A::Acc>; 1]> = SmallVec::new();
+    let mut i = first + 1;
+    while i < state.sessions.len() {
+        if state.sessions.get(i).is_some_and(overlaps) {
+            bridged.push(state.sessions.remove(i));
+        } else {
+            i += 1;
+        }
+    }
     let merged = bridged.len() as u64;
     if let Some(target) = state.sessions.get_mut(first) {
         target.start = target.start.min(t);
@@ -144,48 +143,53 @@ impl<'s, K: Key, V: Data> DStream<'s, (K, V)> {
         let state_name = self.shared.state_name("session_by_key");
         let mut tracker = WatermarkTracker::default();
         let mut open: FxHashMap<K, KeySessions<A::Acc>> = FxHashMap::default();
-        // Close time -> keys that may have a session closing then (checked when popped).
-        let mut closing: BTreeMap<u64, Vec<K>> = BTreeMap::new();
+        // (close time, key) of keys that may have a session closing then (checked when popped):
+        // a heap, not a map of lists, because close times are nearly all distinct.
+        let mut closing: BinaryHeap<Reverse<(u64, K)>> = BinaryHeap::new();
         let mut sessions = 0u64;
-        let routed = batch_binary(
+        let routed = batch_binary_eager(
             &self.stream,
             &wm,
             Exchange::new(|kv: &(K, V)| route(&kv.0)),
             Pipeline,
             "SessionByKey",
-            move |_b, data, reports, out| {
-                let before = tracker.current();
-                let mut late = 0;
-                for (k, v) in data {
-                    let t = ts(&v);
-                    if t < before {
-                        late += 1;
-                        out.push(Routed::Late((k, v)));
-                        continue;
+            move |_b, piece, out| match piece {
+                Piece::Data(data) => {
+                    let before = tracker.current();
+                    let mut late = 0;
+                    for (k, v) in data.drain(..) {
+                        let t = ts(&v);
+                        if t < before {
+                            late += 1;
+                            out.push(Routed::Late((k, v)));
+                            continue;
+                        }
+                        let state = match open.get_mut(&k) {
+                            Some(state) => state,
+                            None => open.entry(k.clone()).or_default(),
+                        };
+                        let created = insert_click(state, t, v, gap, &agg);
+                        sessions = sessions + created.0 - created.1;
+                        // One closing entry per key at a time, at its earliest close (re-filed
+                        // when popped); a session only ever closes later when clicks extend it.
+                        let close = t.saturating_add(gap);
+                        if state.registered_at.is_none_or(|r| close < r) {
+                            state.registered_at = Some(close);
+                            closing.push(Reverse((close, k)));
+                        }
                     }
-                    let state = match open.get_mut(&k) {
-                        Some(state) => state,
-                        None => open.entry(k.clone()).or_default(),
-                    };
-                    let created = insert_click(state, t, v, gap, &agg);
-                    sessions = sessions + created.0 - created.1;
-                    // One closing entry per key at a time, at its earliest close (re-filed when
-                    // popped); a session only ever closes later when clicks extend it.
-                    let close = t.saturating_add(gap);
-                    if state.registered_at.is_none_or(|r| close < r) {
-                        state.registered_at = Some(close);
-                        closing.entry(close).or_default().push(k);
-                    }
+                    metrics.add_late(late);
                 }
-                metrics.add_late(late);
-                let now = tracker.advance(&reports);
-                close_sessions(now, gap, &mut open, &mut closing, &mut sessions, out);
-                let size = StateSize {
-                    keys: sessions,
-                    bytes: table_bytes::<K, KeySessions<A::Acc>>(open.capacity())
-                        + sessions * std::mem::size_of::<Open<A::Acc>>() as u64,
-                };
-                metrics.set_state(&state_name, worker, size);
+                Piece::End(reports) => {
+                    let now = tracker.advance(&reports);
+                    close_sessions(now, gap, &mut open, &mut closing, &mut sessions, out);
+                    let size = StateSize {
+                        keys: sessions,
+                        bytes: table_bytes::<K, KeySessions<A::Acc>>(open.capacity())
+                            + closing.capacity() as u64 * std::mem::size_of::<(u64, K)>() as u64,
+                    };
+                    metrics.set_state(&state_name, worker, size);
+                }
             },
         );
         let (output, late) = self.split_routed(routed);
@@ -201,47 +205,55 @@ fn close_sessions<K: Key, A: Data, L>(
     now: u64,
     gap: u64,
     open: &mut FxHashMap<K, KeySessions<A>>,
-    closing: &mut BTreeMap<u64, Vec<K>>,
+    closing: &mut BinaryHeap<Reverse<(u64, K)>>,
     sessions: &mut u64,
     out: &mut Vec<Routed<(K, Session, A), L>>,
 ) {
-    while let Some(entry) = closing.first_entry() {
-        if *entry.key() > now {
+    let closes = |s: &Open<A>| s.end.saturating_add(gap) <= now;
+    while closing.peek().is_some_and(|Reverse((at, _))| *at <= now) {
+        let Some(Reverse((at, k))) = closing.pop() else {
             break;
+        };
+        let Some(state) = open.get_mut(&k) else {
+            continue;
+        };
+        if state.registered_at != Some(at) {
+            continue; // a stale entry: the key was re-filed earlier
         }
-        let at = *entry.key();
-        for k in entry.remove() {
-            let Some(state) = open.get_mut(&k) else {
-                continue;
-            };
-            if state.registered_at != Some(at) {
-                continue; // a stale entry: the key was re-filed earlier
-            }
-            let mut done: Vec<Open<A>> = state
-                .sessions
-                .extract_if(.., |s| s.end.saturating_add(gap) <= now)
-                .collect();
-            let next = state
-                .sessions
-                .iter()
-                .map(|s| s.end.saturating_add(gap))
-                .min();
-            state.registered_at = next;
-            match next {
-                Some(n) => closing.entry(n).or_default().push(k.clone()),
-                None => {
-                    open.remove(&k);
+        let mut done: SmallVec<[Open<A>; 1]> = SmallVec::new();
+        if state.sessions.iter().all(closes) {
+            done = std::mem::take(&mut state.sessions);
+        } else {
+            let mut i = 0;
+            while i < state.sessions.len() {
+                if state.sessions.get(i).is_some_and(closes) {
+                    done.push(state.sessions.remove(i));
+                } else {
+                    i += 1;
                 }
             }
-            done.sort_by_key(|s| s.start);
-            for s in done {
-                *sessions -= 1;
-                let session = Session {
-                    start_ms: s.start,
-                    end_ms: s.end,
-                };
-                out.push(Routed::Out((k.clone(), session, s.acc)));
+        }
+        let next = state
+            .sessions
+            .iter()
+            .map(|s| s.end.saturating_add(gap))
+            .min();
+        state.registered_at = next;
+        let k = match next {
+            Some(n) => {
+                closing.push(Reverse((n, k.clone())));
+                k
             }
+            None => open.remove_entry(&k).map_or(k, |(key, _)| key),
+        };
+        done.sort_by_key(|s| s.start);
+        for s in done {
+            *sessions -= 1;
+            let session = Session {
+                start_ms: s.start,
+                end_ms: s.end,
+            };
+            out.push(Routed::Out((k.clone(), session, s.acc)));
         }
     }
 }
