@@ -302,10 +302,37 @@ type Collected<T> = Arc<Mutex<BTreeMap<u64, Vec<T>>>>;
 
 #[test]
 fn dead_letters_are_counted_and_delivered_beside_the_good_records() {
-    let partitions = vec![
+    for workers in [1, 2, 3] {
+        let source = LinesSource {
+            partitions: lines(),
+        };
+        check_lines(workers, source, 1);
+    }
+}
+
+#[test]
+fn a_mapped_source_maps_the_records_and_keeps_dead_letters_and_offsets() {
+    for workers in [1, 2] {
+        let source = LinesSource {
+            partitions: lines(),
+        };
+        check_lines(workers, source.map_items(|v| v * 10), 10);
+    }
+}
+
+fn lines() -> Vec<Vec<Vec<&'static str>>> {
+    vec![
         vec![vec!["1", "x", "2"], vec!["3"], vec!["", "4", "5q"]],
         vec![vec!["10"], vec!["eleven", "12"]],
-    ];
+    ]
+}
+
+/// Runs `source` (the partitions of [`lines`], values multiplied by `scale`) and checks the good
+/// values, the dead letters and the per-batch counts.
+fn check_lines<S>(workers: usize, source: S, scale: i32)
+where
+    S: PartitionedSource<Item = i32> + Clone,
+{
     // (batch, partition, offset, raw) of every bad line, and the good values per batch.
     let bad: Vec<(u64, PartitionId, u64, &str)> = vec![
         (0, 0, 1, "x"),
@@ -314,10 +341,11 @@ fn dead_letters_are_counted_and_delivered_beside_the_good_records() {
         (2, 0, 6, "5q"),
     ];
     let good: Vec<Vec<i32>> = vec![vec![1, 2, 10], vec![3, 12], vec![4]];
-    for workers in [1, 2, 3] {
-        let source = LinesSource {
-            partitions: partitions.clone(),
-        };
+    let good: Vec<Vec<i32>> = good
+        .into_iter()
+        .map(|b| b.into_iter().map(|v| v * scale).collect())
+        .collect();
+    {
         let values: Collected<i32> = Arc::default();
         let dead: Collected<(PartitionId, u64, Vec<u8>, bool)> = Arc::default();
         let (values_sink, dead_sink) = (Arc::clone(&values), Arc::clone(&dead));

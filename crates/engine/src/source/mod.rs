@@ -8,9 +8,11 @@
 //! in-memory source for tests and examples (like Spark's `queueStream`).
 
 mod driver;
+mod map;
 mod queue;
 
 pub(crate) use driver::{SourceDriver, SourceSettings, TypedSourceDriver};
+pub use map::MapItems;
 pub use queue::QueueSource;
 
 use std::time::Duration;
@@ -47,6 +49,26 @@ pub trait PartitionedSource: Send + Sync + 'static {
         partition: PartitionId,
         from: Option<u64>,
     ) -> Result<Box<dyn PartitionReader<Self::Item>>, SourceError>;
+
+    /// This source with `f` applied to every record as it is read, on the reading worker, before
+    /// the record enters the dataflow. Projecting a wide record to the few fields a job needs here
+    /// means only the narrow form is ever buffered, routed or copied; `map` on the stream would
+    /// carry the wide records through the first step.
+    ///
+    /// # Examples
+    /// ```
+    /// use clickpulse_engine::source::{PartitionedSource, QueueSource};
+    /// let source = QueueSource::<String>::new("lines", 1).map_items(|line| line.len());
+    /// assert_eq!(source.partitions().unwrap(), 1);
+    /// ```
+    fn map_items<U, F>(self, f: F) -> MapItems<Self, F>
+    where
+        Self: Sized,
+        F: Fn(Self::Item) -> U + Send + Sync + 'static,
+        U: Data,
+    {
+        MapItems::new(self, f)
+    }
 }
 
 /// Reads one partition. Lives on the worker thread that owns the partition.
