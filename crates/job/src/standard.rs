@@ -1,6 +1,6 @@
 //! The standard clickstream job: seven streams over event time (see the crate docs).
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -9,6 +9,7 @@ use clickpulse_engine::event_time::{Aggregator, Session};
 use clickpulse_engine::source::{DeadLetter, PartitionedSource};
 use clickpulse_engine::{DStream, Data, EngineError, EventTime, Job, Window, Windows};
 use clickpulse_events::{ClickEvent, JsonRow};
+use rustc_hash::FxHashSet;
 use serde::{Deserialize, Serialize};
 
 use crate::click::{Click, SmolStr, TrendKind};
@@ -84,7 +85,95 @@ type Str = SmolStr;
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct SessionStats {
     clicks: u64,
-    urls: BTreeSet<Str>,
+    urls: UrlSet,
+}
+
+/// A session's distinct urls. Most sessions visit a handful, which a short list finds faster than
+/// any tree or table (and without an allocation per url); past [`UrlSet::LIST_MAX`] they move
+/// to a hash set, so a session of many distinct urls stays linear.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+enum UrlSet {
+    /// Up to `LIST_MAX` urls, unordered.
+    List(Vec<Str>),
+    /// More.
+    Set(FxHashSet<Str>),
+}
+
+impl Default for UrlSet {
+    fn default() -> Self {
+        UrlSet::List(Vec::new())
+    }
+}
+
+/// Equal when they hold the same urls, in whatever order or form.
+impl PartialEq for UrlSet {
+    fn eq(&self, other: &UrlSet) -> bool {
+        self.len() == other.len() && self.iter().all(|u| other.contains(u))
+    }
+}
+
+impl Eq for UrlSet {}
+
+impl UrlSet {
+    /// The most urls kept as a list.
+    const LIST_MAX: usize = 16;
+
+    /// Adds `url` (once).
+    fn insert(&mut self, url: Str) {
+        match self {
+            UrlSet::List(list) => {
+                if list.contains(&url) {
+                    return;
+                }
+                if list.len() < Self::LIST_MAX {
+                    list.push(url);
+                } else {
+                    let mut set: FxHashSet<Str> = list.drain(..).collect();
+                    set.insert(url);
+                    *self = UrlSet::Set(set);
+                }
+            }
+            UrlSet::Set(set) => {
+                set.insert(url);
+            }
+        }
+    }
+
+    /// Adds every url of `other`.
+    fn extend(&mut self, other: UrlSet) {
+        match other {
+            UrlSet::List(list) => list.into_iter().for_each(|u| self.insert(u)),
+            UrlSet::Set(set) => set.into_iter().for_each(|u| self.insert(u)),
+        }
+    }
+
+    /// How many distinct urls.
+    fn len(&self) -> usize {
+        match self {
+            UrlSet::List(list) => list.len(),
+            UrlSet::Set(set) => set.len(),
+        }
+    }
+
+    /// Whether `url` is one of them.
+    fn contains(&self, url: &str) -> bool {
+        match self {
+            UrlSet::List(list) => list.iter().any(|u| u == url),
+            UrlSet::Set(set) => set.contains(url),
+        }
+    }
+
+    /// The urls, in no particular order.
+    fn iter(&self) -> impl Iterator<Item = &str> {
+        let (list, set) = match self {
+            UrlSet::List(list) => (Some(list.iter()), None),
+            UrlSet::Set(set) => (None, Some(set.iter())),
+        };
+        list.into_iter()
+            .flatten()
+            .chain(set.into_iter().flatten())
+            .map(SmolStr::as_str)
+    }
 }
 
 #[derive(Debug, Clone, Copy)]
@@ -159,12 +248,13 @@ impl StandardJob {
         S: PartitionedSource<Item = ClickEvent> + Clone,
     {
         let cfg = &self.config;
-        let event_time = EventTime::new(|e: &ClickEvent| e.ts_ms)
+        let event_time = EventTime::new(|c: &Click| c.ts_ms)
             .allowed_lateness(cfg.input.allowed_lateness)
             .idle_timeout(cfg.input.idle_timeout);
-        let (events, dead) = job.source_with_dead_letters(source, Some(event_time))?;
+        // Projected as it is read: only the narrow click is ever buffered or copied.
+        let clicks_source = source.clone().map_items(Click::of);
+        let (clicks, dead) = job.source_with_dead_letters(&clicks_source, Some(event_time))?;
         self.dead_letters(&dead);
-        let clicks = events.map(Click::of);
         let mut late = self.page_views(&clicks)?;
         late.push(self.sessions_and_segments(&clicks)?);
         late.push(self.active_visitors(&clicks)?);
@@ -430,5 +520,66 @@ impl StandardJob {
             Some((r.window_start_ms, r.window_end_ms))
         });
         Ok(Self::late("trending", &counts.late, |_item, (t, v)| (v, t)))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::BTreeSet;
+
+    use super::{Str, UrlSet};
+
+    /// Inserts `urls` into a set and into a plain `BTreeSet` (the model) and compares them.
+    fn check(urls: &[String]) -> UrlSet {
+        let mut set = UrlSet::default();
+        let mut model = BTreeSet::new();
+        for u in urls {
+            set.insert(Str::new(u));
+            model.insert(u.as_str());
+            assert_eq!(set.len(), model.len());
+        }
+        let got: BTreeSet<&str> = set.iter().collect();
+        assert_eq!(got, model);
+        assert!(model.iter().all(|u| set.contains(u)));
+        set
+    }
+
+    #[test]
+    fn url_sets_count_distinct_urls_as_lists_and_past_the_list_limit() {
+        // Repeats within the list, at its limit, and after it has become a hash set.
+        for n in [
+            0,
+            1,
+            UrlSet::LIST_MAX - 1,
+            UrlSet::LIST_MAX,
+            3 * UrlSet::LIST_MAX,
+        ] {
+            let urls: Vec<String> = (0..2 * n)
+                .map(|i| format!("/u{}", (i * 7) % n.max(1)))
+                .collect();
+            let set = check(&urls);
+            let is_list = matches!(set, UrlSet::List(_));
+            assert_eq!(is_list, n <= UrlSet::LIST_MAX, "{n} urls");
+        }
+    }
+
+    #[test]
+    fn merged_url_sets_hold_the_union_and_compare_by_content() {
+        let a: Vec<String> = (0..30).map(|i| format!("/a{i}")).collect();
+        let b: Vec<String> = (20..25)
+            .map(|i| format!("/a{i}"))
+            .chain(["/b".into()])
+            .collect();
+        for (x, y) in [(&a, &b), (&b, &a)] {
+            let mut merged = check(x);
+            merged.extend(check(y));
+            let all: Vec<String> = x.iter().chain(y.iter()).cloned().collect();
+            assert_eq!(merged, check(&all));
+            assert_eq!(merged.len(), 31);
+        }
+        let forward = check(&b);
+        let backward = check(&b.iter().rev().cloned().collect::<Vec<_>>());
+        assert_eq!(forward, backward);
+        assert_ne!(forward, check(&b[1..]));
     }
 }
