@@ -9,7 +9,7 @@ use std::time::Duration;
 
 use clickpulse_engine::testing::collect;
 use clickpulse_engine::{DStream, State};
-use common::{Rec, batches, engine_matches, partitions};
+use common::{Rec, WORKERS, batches, collect_partitioned, engine_matches, partitions};
 use model::dstream as m;
 use model::merge_partitions;
 use proptest::prelude::*;
@@ -137,6 +137,34 @@ proptest! {
     fn filter_matches_model(parts in partitions()) {
         let expected = m::filter(&merge_partitions(&parts), odd);
         engine_matches(&parts, &expected, |s| s.filter(odd))?;
+    }
+
+    #[test]
+    fn map_partitions_sees_every_record_once(parts in partitions()) {
+        // Each worker passes its share on and adds its size: the shares together are the batch,
+        // and the sizes add up to the batch's size.
+        let input = merge_partitions(&parts);
+        let expected = m::map(&input, |r| r);
+        let sizes: Vec<i32> = input.iter().map(|b| b.len() as i32).collect();
+        for workers in WORKERS {
+            let out = collect_partitioned(workers, parts.clone(), |s| {
+                s.map_partitions(|_b, rows: Vec<Rec>| {
+                    let size = ('#', rows.len() as i32);
+                    rows.into_iter().chain(std::iter::once(size)).collect()
+                })
+            })
+            .map_err(|e| TestCaseError::fail(format!("{workers} workers: {e}")))?;
+            let records: Vec<Vec<Rec>> = out
+                .iter()
+                .map(|b| b.iter().filter(|r| r.0 != '#').copied().collect())
+                .collect();
+            let got_sizes: Vec<i32> = out
+                .iter()
+                .map(|b| b.iter().filter(|r| r.0 == '#').map(|r| r.1).sum())
+                .collect();
+            prop_assert_eq!(&records, &expected, "{} workers", workers);
+            prop_assert_eq!(&got_sizes, &sizes, "{} workers", workers);
+        }
     }
 
     #[test]
