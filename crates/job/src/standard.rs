@@ -287,8 +287,8 @@ impl StandardJob {
 
     /// Publishes `stream`'s records to the outputs, in the order of the keys `row` gives them.
     ///
-    /// Each worker turns its own records into rows and serialises them; worker 0 only puts the
-    /// rows in order and hands them to the sinks.
+    /// Each worker turns its own records into rows, serialises and sorts them, and hands worker 0
+    /// one sorted run; worker 0 only merges the runs and hands the rows to the sinks.
     fn publish<T: Data, K: Data + Ord, R: Serialize>(
         &self,
         stream: &'static str,
@@ -296,22 +296,34 @@ impl StandardJob {
         row: impl Fn(T) -> (K, R) + 'static,
         window: impl Fn(&R) -> Option<(u64, u64)> + 'static,
     ) {
-        let prepared = records.flat_map(move |record| {
-            let (key, row) = row(record);
-            let bounds = window(&row);
-            match JsonRow::new(&row) {
-                Ok(json) => Some((key, bounds, json)),
-                Err(e) => {
-                    tracing::error!(stream, error = %e, "a row could not be serialised");
-                    None
-                }
+        let runs = records.map_partitions(move |_batch, records| {
+            let mut rows: Vec<(K, Option<(u64, u64)>, JsonRow)> = records
+                .into_iter()
+                .filter_map(|record| {
+                    let (key, row) = row(record);
+                    let bounds = window(&row);
+                    match JsonRow::new(&row) {
+                        Ok(json) => Some((key, bounds, json)),
+                        Err(e) => {
+                            tracing::error!(stream, error = %e, "a row could not be serialised");
+                            None
+                        }
+                    }
+                })
+                .collect();
+            if rows.is_empty() {
+                return Vec::new();
             }
+            rows.sort_by(|a, b| a.0.cmp(&b.0));
+            vec![rows]
         });
         let out = self.outputs.clone();
-        prepared.foreach_batch(move |info, mut rows| {
+        runs.foreach_batch(move |info, runs| {
+            let mut rows: Vec<_> = runs.into_iter().flatten().collect();
             if rows.is_empty() {
                 return;
             }
+            // The runs are sorted: the stable sort finds them and merges them in linear time.
             rows.sort_by(|a, b| a.0.cmp(&b.0));
             let bounds = rows.iter().filter_map(|r| r.1);
             let start = bounds.clone().map(|b| b.0).min();
