@@ -518,7 +518,11 @@ impl WorkerLoop<'_> {
             }
             match self.run.mode {
                 RunMode::UntilEnd if !more => return Ok(()),
-                RunMode::UntilEnd => {}
+                RunMode::UntilEnd => {
+                    // Let operators take each chunk while it is in cache, as the next is read.
+                    worker.step();
+                    self.report_completed();
+                }
                 RunMode::Continuous => {
                     let now = Instant::now();
                     if now >= deadline || self.run.stop.load(Ordering::SeqCst) {

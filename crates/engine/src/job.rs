@@ -7,9 +7,10 @@ use std::sync::Arc;
 
 use serde::{Deserialize, Serialize};
 use timely::dataflow::channels::pact::Pipeline;
+use timely::dataflow::operators::Operator;
 use timely::dataflow::operators::probe::Probe;
 use timely::dataflow::operators::vec::{Broadcast, Input};
-use timely::dataflow::{InputHandleVec, Scope};
+use timely::dataflow::{InputHandleVec, Scope, StreamVec};
 
 use crate::dstream::{DStream, Data, JobShared, batch_unary};
 use crate::error::{EngineError, Result};
@@ -67,6 +68,25 @@ pub(crate) struct BuiltJob {
     pub drivers: Vec<Box<dyn SourceDriver>>,
     pub reports: Option<InputHandleVec<BatchId, WorkerReport>>,
     pub totals: Totals,
+}
+
+/// `stream` handed on unchanged through an operator of its own, so that no input feeds an exchange
+/// directly. The worker steps the dataflow while it is still reading a batch; an exchange fed
+/// straight by an input keeps records back in its buffers until the input's end-of-batch signal,
+/// and timely passes that signal on only when the input has counts not yet reported — which a
+/// step in the middle of the batch may already have reported, leaving the records (and the batch)
+/// stuck. Behind an operator, every exchange is flushed at the end of each of its runs.
+fn handed_on<'s, T: Data>(stream: &StreamVec<'s, BatchId, T>) -> StreamVec<'s, BatchId, T> {
+    stream.clone().unary(Pipeline, "Input", |_cap, _info| {
+        move |input, output| {
+            input.for_each_time(|time, data| {
+                let mut session = output.session(&time);
+                for container in data {
+                    session.give_container(container);
+                }
+            });
+        }
+    })
 }
 
 impl<'s> Job<'s> {
@@ -169,11 +189,13 @@ impl<'s> Job<'s> {
         event_time: Option<EventTime<S::Item>>,
     ) -> Result<(DStream<'s, S::Item>, DStream<'s, DeadLetter>)> {
         let (input, stream) = self.scope.new_input::<S::Item>();
+        let stream = handed_on(&stream);
         let (dead_input, dead_stream) = self.scope.new_input::<DeadLetter>();
+        let dead_stream = handed_on(&dead_stream);
         let (wm_input, watermarks) = match event_time {
             Some(_) => {
                 let (h, s) = self.scope.new_input();
-                (Some(h), Some(s.broadcast()))
+                (Some(h), Some(handed_on(&s).broadcast()))
             }
             None => (None, None),
         };

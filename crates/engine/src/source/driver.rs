@@ -23,8 +23,8 @@ const PARTITION_RECHECK: Duration = Duration::from_secs(10);
 const ERROR_BACKOFF: Duration = Duration::from_millis(500);
 /// The most records one poll reads: a batch arrives as several containers of this size instead
 /// of one container of the whole batch, whose growth from empty on every poll (the input hands
-/// its buffer on) dominated reading. In continuous mode operators take each container while the
-/// next is read; in until-end mode they take them once the batch is read.
+/// its buffer on) dominated reading. The worker steps the dataflow between polls, so operators
+/// take each container while the next is read.
 const POLL_CHUNK: usize = 4096;
 
 /// What every source driver on a worker needs to know.
