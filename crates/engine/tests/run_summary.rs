@@ -405,7 +405,7 @@ where
         let per_batch: Vec<u64> = recorder
             .completed
             .lock()
-            .unwrap()
+            .expect("a panicking thread poisoned the lock")
             .iter()
             .map(|e| e.dead_letters)
             .collect();
