@@ -149,6 +149,75 @@ pub fn encoded_len(event: &ClickEvent) -> usize {
 /// # Errors
 /// A [`DecodeError`] saying what is wrong, for any input that [`encode`] could not have written.
 pub fn decode(bytes: &[u8]) -> Result<ClickEvent, DecodeError> {
+    decode_ref(bytes).map(|r| r.to_event())
+}
+
+/// A decoded record whose strings borrow from the payload, for readers that keep only some
+/// fields (they copy what they keep instead of allocating every field). [`decode`] is
+/// [`decode_ref`] followed by [`ClickEventRef::to_event`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ClickEventRef<'a> {
+    /// Event time, milliseconds since the Unix epoch.
+    pub ts_ms: u64,
+    /// Who clicked.
+    pub visitor_id: &'a str,
+    /// What was clicked.
+    pub url: &'a str,
+    /// The optional fields, in flag order: tenant, event_type, referrer, user_agent, product,
+    /// category, query.
+    pub optional: [Option<&'a str>; 7],
+    /// The properties, keys in strictly increasing order (empty when there are none).
+    pub properties: Vec<(&'a str, &'a str)>,
+}
+
+impl<'a> ClickEventRef<'a> {
+    /// The event type, [`DEFAULT_EVENT_TYPE`](crate::DEFAULT_EVENT_TYPE) when absent.
+    pub fn event_type(&self) -> &'a str {
+        self.optional[1].unwrap_or(crate::DEFAULT_EVENT_TYPE)
+    }
+
+    /// The product (for `add_to_cart` and similar).
+    pub fn product(&self) -> Option<&'a str> {
+        self.optional[4]
+    }
+
+    /// The search query (for `search`).
+    pub fn query(&self) -> Option<&'a str> {
+        self.optional[6]
+    }
+
+    /// The owned event.
+    pub fn to_event(&self) -> ClickEvent {
+        let properties: BTreeMap<String, String> = self
+            .properties
+            .iter()
+            .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+            .collect();
+        ClickEvent::from_parts(
+            self.ts_ms,
+            self.visitor_id.to_owned(),
+            self.url.to_owned(),
+            self.optional.map(|o| o.map(str::to_owned)),
+            properties,
+        )
+    }
+}
+
+/// Decodes a record payload written by [`encode`] without copying its strings.
+///
+/// # Errors
+/// As [`decode`]: the same error for the same input.
+///
+/// # Examples
+/// ```
+/// use clickpulse_events::{binary, ClickEvent};
+/// let mut buf = Vec::new();
+/// binary::encode(&ClickEvent::page_view(5, "v1", "/news"), &mut buf);
+/// let r = binary::decode_ref(&buf)?;
+/// assert_eq!((r.visitor_id, r.url, r.event_type()), ("v1", "/news", "page_view"));
+/// # Ok::<(), binary::DecodeError>(())
+/// ```
+pub fn decode_ref(bytes: &[u8]) -> Result<ClickEventRef<'_>, DecodeError> {
     let (&version, rest) = bytes.split_first().ok_or(DecodeError::Empty)?;
     if version != VERSION {
         return Err(DecodeError::UnsupportedVersion(version));
@@ -156,20 +225,27 @@ pub fn decode(bytes: &[u8]) -> Result<ClickEvent, DecodeError> {
     let mut input = Input { rest };
     let flags = input.byte("flags")?;
     let ts_ms = input.varint("ts_ms")?;
-    let visitor_id = input.string("visitor_id")?;
-    let url = input.string("url")?;
-    let mut optional: [Option<String>; 7] = Default::default();
+    let visitor_id = input.str("visitor_id")?;
+    let url = input.str("url")?;
+    let mut optional: [Option<&str>; 7] = [None; 7];
     for ((slot, name), bit) in optional.iter_mut().zip(OPTIONAL_FIELDS).zip(0..) {
         if flags & (1 << bit) != 0 {
-            *slot = Some(input.string(name)?);
+            *slot = Some(input.str(name)?);
         }
     }
-    let mut event = ClickEvent::from_parts(ts_ms, visitor_id, url, optional, BTreeMap::new());
-    if flags & PROPERTIES_FLAG != 0 {
-        input.properties(&mut event)?;
-    }
+    let properties = if flags & PROPERTIES_FLAG != 0 {
+        input.properties()?
+    } else {
+        Vec::new()
+    };
     match input.rest.len() {
-        0 => Ok(event),
+        0 => Ok(ClickEventRef {
+            ts_ms,
+            visitor_id,
+            url,
+            optional,
+            properties,
+        }),
         count => Err(DecodeError::TrailingBytes { count }),
     }
 }
@@ -242,18 +318,17 @@ impl<'a> Input<'a> {
         Ok(bytes)
     }
 
-    fn string(&mut self, field: &'static str) -> Result<String, DecodeError> {
+    fn str(&mut self, field: &'static str) -> Result<&'a str, DecodeError> {
         let bytes = self.bytes(field)?;
-        std::str::from_utf8(bytes)
-            .map(str::to_owned)
-            .map_err(|_| DecodeError::InvalidUtf8 { field })
+        std::str::from_utf8(bytes).map_err(|_| DecodeError::InvalidUtf8 { field })
     }
 
-    fn properties(&mut self, event: &mut ClickEvent) -> Result<(), DecodeError> {
+    fn properties(&mut self) -> Result<Vec<(&'a str, &'a str)>, DecodeError> {
         let count = self.varint("properties")?;
         if count == 0 {
             return Err(DecodeError::EmptyProperties);
         }
+        let mut properties = Vec::new();
         let mut previous: Option<&[u8]> = None;
         for _ in 0..count {
             let key = self.bytes("properties")?;
@@ -264,10 +339,10 @@ impl<'a> Input<'a> {
             let key = std::str::from_utf8(key).map_err(|_| DecodeError::InvalidUtf8 {
                 field: "properties",
             })?;
-            let value = self.string("properties")?;
-            event.properties.insert(key.to_owned(), value);
+            let value = self.str("properties")?;
+            properties.push((key, value));
         }
-        Ok(())
+        Ok(properties)
     }
 }
 
@@ -289,6 +364,25 @@ mod tests {
         let mut buf = Vec::new();
         encode(e, &mut buf);
         buf
+    }
+
+    #[test]
+    fn decode_ref_borrows_every_field_and_rejects_every_truncation() {
+        let e = full_event();
+        let bytes = encoded(&e);
+        let r = decode_ref(&bytes).unwrap();
+        assert_eq!((r.visitor_id, r.url), ("visitor", "/a/b?c=d"));
+        assert_eq!(
+            (r.event_type(), r.query(), r.product()),
+            ("search", Some(""), None)
+        );
+        assert_eq!(r.properties, vec![("a", "1"), ("b", "2")]);
+        assert_eq!(r.to_event(), e);
+        for n in 0..bytes.len() {
+            assert!(decode_ref(&bytes[..n]).is_err(), "{n} bytes");
+        }
+        let plain = encoded(&ClickEvent::page_view(1, "v", "/"));
+        assert_eq!(decode_ref(&plain).unwrap().event_type(), "page_view");
     }
 
     #[test]
