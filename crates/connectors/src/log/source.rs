@@ -1,9 +1,11 @@
 //! The embedded log as an engine source.
 
+use clickpulse_engine::Data;
 use clickpulse_engine::source::{
     DeadLetter, PartitionId, PartitionReader, PartitionedSource, PollContext, Polled, ReadStatus,
     SourceError,
 };
+use clickpulse_events::binary::DecodeError;
 use clickpulse_events::{ClickEvent, binary};
 use clickpulse_log::{Reader, Topic};
 
@@ -25,16 +27,30 @@ use clickpulse_log::{Reader, Topic};
 /// assert_eq!(source.partitions().unwrap(), 2);
 /// ```
 #[derive(Debug, Clone)]
-pub struct LogSource {
+pub struct LogSource<T = ClickEvent> {
     topic: Topic,
     name: String,
+    decode: fn(&[u8]) -> Result<T, DecodeError>,
 }
 
 impl LogSource {
-    /// A source over every partition of `topic`, named after it.
+    /// A source of [`ClickEvent`]s over every partition of `topic`, named after it.
     pub fn new(topic: Topic) -> Self {
+        LogSource::decoding(topic, binary::decode)
+    }
+}
+
+impl<T> LogSource<T> {
+    /// A source over every partition of `topic` that turns each record's payload into a `T` with
+    /// `decode` (for example [`binary::decode_ref`] and a projection to the fields a job keeps,
+    /// which copies only those). Records it rejects become dead letters.
+    pub fn decoding(topic: Topic, decode: fn(&[u8]) -> Result<T, DecodeError>) -> Self {
         let name = topic.name().to_string();
-        LogSource { topic, name }
+        LogSource {
+            topic,
+            name,
+            decode,
+        }
     }
 }
 
@@ -45,8 +61,8 @@ fn source_error(e: &clickpulse_log::Error) -> SourceError {
     }
 }
 
-impl PartitionedSource for LogSource {
-    type Item = ClickEvent;
+impl<T: Data> PartitionedSource for LogSource<T> {
+    type Item = T;
 
     fn name(&self) -> &str {
         &self.name
@@ -60,7 +76,7 @@ impl PartitionedSource for LogSource {
         &self,
         partition: PartitionId,
         from: Option<u64>,
-    ) -> Result<Box<dyn PartitionReader<ClickEvent>>, SourceError> {
+    ) -> Result<Box<dyn PartitionReader<T>>, SourceError> {
         let start = match from {
             Some(offset) => offset,
             None => self
@@ -75,28 +91,26 @@ impl PartitionedSource for LogSource {
         Ok(Box::new(LogPartitionReader {
             reader,
             source: self.name.clone(),
+            decode: self.decode,
         }))
     }
 }
 
-struct LogPartitionReader {
+struct LogPartitionReader<T> {
     reader: Reader,
     source: String,
+    decode: fn(&[u8]) -> Result<T, DecodeError>,
 }
 
-impl PartitionReader<ClickEvent> for LogPartitionReader {
-    fn poll(
-        &mut self,
-        ctx: &PollContext,
-        out: &mut Polled<ClickEvent>,
-    ) -> Result<ReadStatus, SourceError> {
+impl<T> PartitionReader<T> for LogPartitionReader<T> {
+    fn poll(&mut self, ctx: &PollContext, out: &mut Polled<T>) -> Result<ReadStatus, SourceError> {
         let records = self
             .reader
             .poll(ctx.max_records)
             .map_err(|e| source_error(&e))?;
         let got = records.len();
         for record in &records {
-            match binary::decode(record.value) {
+            match (self.decode)(record.value) {
                 Ok(event) => out.items.push(event),
                 Err(e) => out.dead_letters.push(DeadLetter {
                     source: self.source.clone(),
