@@ -8,7 +8,7 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use anyhow::Context;
 use clap::{Args, Subcommand};
-use clickpulse_connectors::log::{LogSource, LogWriter};
+use clickpulse_connectors::log::LogWriter;
 use clickpulse_engine::RunMode;
 use clickpulse_events::{ClickEvent, msnbc};
 use clickpulse_job::JobConfig;
@@ -223,7 +223,7 @@ fn latency(
     };
     let (handle_tx, handle_rx) = std::sync::mpsc::channel();
     let engine = std::thread::spawn(move || -> anyhow::Result<RunReport> {
-        job.run(LogSource::new(topic), |h| {
+        job.run_log(topic, |h| {
             let _ = handle_tx.send(h);
         })
     });

@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use anyhow::Context;
 use clap::Args;
-use clickpulse_connectors::log::{LogSource, LogWriter};
+use clickpulse_connectors::log::LogWriter;
 use clickpulse_engine::RunMode;
 use clickpulse_events::msnbc;
 use clickpulse_job::JobConfig;
@@ -124,7 +124,7 @@ pub fn run(args: DemoArgs) -> anyhow::Result<()> {
         hub: Some(served.hub.clone()),
         metrics,
     };
-    let report = job.run(LogSource::new(topic), |handle| {
+    let report = job.run_log(topic, |handle| {
         stop_on_signal_with(move || {
             eprintln!("stopping: finishing the batch in progress");
             stopping.store(true, Ordering::Relaxed);

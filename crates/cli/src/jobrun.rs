@@ -9,7 +9,7 @@ use clickpulse_connectors::files::JsonlSink;
 use clickpulse_connectors::log::LogSource;
 use clickpulse_engine::source::PartitionedSource;
 use clickpulse_engine::{RunMode, RunSummary, ShutdownHandle, StreamingContext};
-use clickpulse_events::ClickEvent;
+use clickpulse_job::click::{Click, IntoClick};
 use clickpulse_job::history::History;
 use clickpulse_job::{JobConfig, Outputs, StandardJob};
 use clickpulse_log::{Log, LogOptions, Topic};
@@ -151,15 +151,26 @@ impl JobRun {
         stop: impl FnOnce(ShutdownHandle),
     ) -> anyhow::Result<RunReport> {
         match input {
-            Input::Log { topic, .. } => self.run(LogSource::new(topic.clone()), stop),
+            Input::Log { topic, .. } => self.run_log(topic.clone(), stop),
             Input::Kafka(k) => self.run(k.source.clone(), stop),
         }
+    }
+
+    /// Runs the job over a topic of the embedded log, whose records are decoded straight into
+    /// clicks.
+    pub fn run_log(
+        &self,
+        topic: Topic,
+        stop: impl FnOnce(ShutdownHandle),
+    ) -> anyhow::Result<RunReport> {
+        self.run(LogSource::decoding(topic, Click::decode), stop)
     }
 
     /// Runs the job over `source` until its end (until-end mode) or until `stop` fires.
     pub fn run<S>(&self, source: S, stop: impl FnOnce(ShutdownHandle)) -> anyhow::Result<RunReport>
     where
-        S: PartitionedSource<Item = ClickEvent> + Clone + Send + Sync + 'static,
+        S: PartitionedSource + Clone + Send + Sync + 'static,
+        S::Item: IntoClick,
     {
         let (ctx, job) = self.prepare()?;
         stop(ctx.shutdown_handle());

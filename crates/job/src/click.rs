@@ -6,6 +6,7 @@
 //! drop). Longer strings are shared behind a reference count.
 
 use clickpulse_events::ClickEvent;
+use clickpulse_events::binary::{self, ClickEventRef, DecodeError};
 use serde::{Deserialize, Serialize};
 pub use smol_str::SmolStr;
 
@@ -58,26 +59,87 @@ impl Click {
     /// assert_eq!(c.trend.as_ref().map(|t| t.0), Some(TrendKind::Page));
     /// ```
     pub fn of(e: ClickEvent) -> Click {
-        let url = SmolStr::new(&e.url);
-        let page_view = e.event_type() == "page_view";
-        let trend = match e.event_type() {
+        Click::project(
+            e.ts_ms,
+            &e.visitor_id,
+            &e.url,
+            e.event_type(),
+            e.product.as_deref(),
+            e.query.as_deref(),
+        )
+    }
+
+    /// Projects a borrowed record (see [`Click::decode`]).
+    pub fn of_ref(e: &ClickEventRef<'_>) -> Click {
+        Click::project(
+            e.ts_ms,
+            e.visitor_id,
+            e.url,
+            e.event_type(),
+            e.product(),
+            e.query(),
+        )
+    }
+
+    /// Decodes a record of the embedded log straight into a click, copying only the fields it
+    /// keeps (for [`LogSource::decoding`](clickpulse_connectors::log::LogSource::decoding)).
+    ///
+    /// # Errors
+    /// What [`binary::decode`] reports for the same bytes.
+    ///
+    /// # Examples
+    /// ```
+    /// use clickpulse_events::{binary, ClickEvent};
+    /// use clickpulse_job::click::Click;
+    /// let event = ClickEvent::page_view(5, "v1", "/news");
+    /// let mut buf = Vec::new();
+    /// binary::encode(&event, &mut buf);
+    /// assert_eq!(Click::decode(&buf)?, Click::of(event));
+    /// # Ok::<(), binary::DecodeError>(())
+    /// ```
+    pub fn decode(bytes: &[u8]) -> Result<Click, DecodeError> {
+        binary::decode_ref(bytes).map(|e| Click::of_ref(&e))
+    }
+
+    fn project(
+        ts_ms: u64,
+        visitor: &str,
+        url: &str,
+        event_type: &str,
+        product: Option<&str>,
+        query: Option<&str>,
+    ) -> Click {
+        let url = SmolStr::new(url);
+        let trend = match event_type {
             "page_view" => Some((TrendKind::Page, url.clone())),
-            "add_to_cart" => e
-                .product
-                .as_deref()
-                .map(|p| (TrendKind::Product, SmolStr::new(p))),
-            "search" => e
-                .query
-                .as_deref()
-                .map(|q| (TrendKind::Search, SmolStr::new(q))),
+            "add_to_cart" => product.map(|p| (TrendKind::Product, SmolStr::new(p))),
+            "search" => query.map(|q| (TrendKind::Search, SmolStr::new(q))),
             _ => None,
         };
         Click {
-            ts_ms: e.ts_ms,
-            visitor: SmolStr::new(&e.visitor_id),
+            ts_ms,
+            visitor: SmolStr::new(visitor),
             url,
-            page_view,
+            page_view: event_type == "page_view",
             trend,
         }
+    }
+}
+
+/// What the standard job can read: whole events (projected as they are read) or clicks.
+pub trait IntoClick {
+    /// The click.
+    fn into_click(self) -> Click;
+}
+
+impl IntoClick for ClickEvent {
+    fn into_click(self) -> Click {
+        Click::of(self)
+    }
+}
+
+impl IntoClick for Click {
+    fn into_click(self) -> Click {
+        self
     }
 }

@@ -8,11 +8,11 @@ use clickpulse_connectors::ResultBatch;
 use clickpulse_engine::event_time::{Aggregator, Session};
 use clickpulse_engine::source::{DeadLetter, PartitionedSource};
 use clickpulse_engine::{DStream, Data, EngineError, EventTime, Job, Window, Windows};
-use clickpulse_events::{ClickEvent, JsonRow};
+use clickpulse_events::JsonRow;
 use rustc_hash::FxHashSet;
 use serde::{Deserialize, Serialize};
 
-use crate::click::{Click, SmolStr, TrendKind};
+use crate::click::{Click, IntoClick, SmolStr, TrendKind};
 use crate::config::JobConfig;
 use crate::history::History;
 use crate::outputs::Outputs;
@@ -240,19 +240,23 @@ fn ms(d: Duration) -> u64 {
 
 impl StandardJob {
     /// Builds the seven standard streams over `source` on one worker, with their outputs.
+    /// `source` gives whole [`ClickEvent`](clickpulse_events::ClickEvent)s (projected to
+    /// [`Click`]s as they are read) or clicks already (the embedded log decodes its records
+    /// straight into them with [`Click::decode`]).
     ///
     /// # Errors
     /// [`EngineError`] for an invalid window setting or a source that cannot be opened.
     pub fn build<'s, S>(&self, job: &mut Job<'s>, source: &S) -> Result<(), EngineError>
     where
-        S: PartitionedSource<Item = ClickEvent> + Clone,
+        S: PartitionedSource + Clone,
+        S::Item: IntoClick,
     {
         let cfg = &self.config;
         let event_time = EventTime::new(|c: &Click| c.ts_ms)
             .allowed_lateness(cfg.input.allowed_lateness)
             .idle_timeout(cfg.input.idle_timeout);
         // Projected as it is read: only the narrow click is ever buffered or copied.
-        let clicks_source = source.clone().map_items(Click::of);
+        let clicks_source = source.clone().map_items(IntoClick::into_click);
         let (clicks, dead) = job.source_with_dead_letters(&clicks_source, Some(event_time))?;
         self.dead_letters(&dead);
         let mut late = self.page_views(&clicks)?;
