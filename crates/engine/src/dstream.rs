@@ -238,8 +238,9 @@ pub(crate) enum Piece<'a, A, B> {
 /// the frontier has passed the batch, with the right input's records for it (watermark reports,
 /// say).
 ///
-/// Batches are visited in order, and every piece of batch `b` comes after the end of every batch
-/// before `b`, so an operator sees what [`batch_binary`] would show it, split into pieces. What it
+/// Batches are visited in order, every piece of batch `b` comes after the end of every batch
+/// before `b`, and a batch's containers come in the order they arrived, so an operator sees what
+/// [`batch_binary`] would show it, split into pieces. What it
 /// saves is gathering a large batch into one vector before any work starts: containers are used
 /// while still in cache, and their memory is reused.
 pub(crate) fn batch_binary_eager<'s, A, B, O, PA, PB, L>(
@@ -290,6 +291,18 @@ where
                 },
                 |at, out| output.session(at).give_container(out),
             );
+            // Containers that came early for the batch now open go first, in arrival order.
+            if let Some((b, held)) = cursor.open()
+                && let Some(early) = pending_a.remove(&b)
+            {
+                for mut data in early {
+                    logic(b, Piece::Data(&mut data), &mut out);
+                }
+                if !out.is_empty() {
+                    output.session(&held.delayed(&b)).give_container(&mut out);
+                    out.clear();
+                }
+            }
             in_a.for_each(|t, d| {
                 let b = *t.time();
                 match cursor.open_at(b) {
@@ -329,6 +342,11 @@ impl BatchCursor {
     /// ended, so `b`'s records can be taken as they come).
     fn open_at(&self, b: BatchId) -> Option<&Capability<BatchId>> {
         self.cap.as_ref().filter(|_| b == self.next)
+    }
+
+    /// The first batch not yet visited and the held capability, while the input is open.
+    fn open(&self) -> Option<(BatchId, &Capability<BatchId>)> {
+        self.cap.as_ref().map(|cap| (self.next, cap))
     }
 
     /// Visits every batch below `limit` (all up to `last_pending` once the input is closed, when
