@@ -199,12 +199,7 @@ where
               output: &mut OutputBuilderSession<'_, BatchId, CapacityContainerBuilder<Vec<O>>>| {
             in_a.for_each(|t, d| pending_a.entry(*t.time()).or_default().push(std::mem::take(d)));
             in_b.for_each(|t, d| pending_b.entry(*t.time()).or_default().push(std::mem::take(d)));
-            let fa = frontier_a.frontier().first().copied();
-            let fb = frontier_b.frontier().first().copied();
-            let limit = match (fa, fb) {
-                (Some(a), Some(b)) => Some(a.min(b)),
-                (a, b) => a.or(b),
-            };
+            let limit = earliest(frontier_a, frontier_b);
             let last = last_pending(&pending_a).max(last_pending(&pending_b));
             cursor.advance(
                 limit,
@@ -240,9 +235,9 @@ pub(crate) enum Piece<'a, A, B> {
 ///
 /// Batches are visited in order, every piece of batch `b` comes after the end of every batch
 /// before `b`, and a batch's containers come in the order they arrived, so an operator sees what
-/// [`batch_binary`] would show it, split into pieces. What it
-/// saves is gathering a large batch into one vector before any work starts: containers are used
-/// while still in cache, and their memory is reused.
+/// [`batch_binary`] would show it, split into pieces. What it saves is gathering a large batch into
+/// one vector before any work starts: containers are used while still in cache, and their memory
+/// is reused.
 pub(crate) fn batch_binary_eager<'s, A, B, O, PA, PB, L>(
     left: &StreamVec<'s, BatchId, A>,
     right: &StreamVec<'s, BatchId, B>,
@@ -269,12 +264,7 @@ where
               (in_b, frontier_b): (&mut InputHandleCore<BatchId, Vec<B>, PB::Puller>, &MutableAntichain<BatchId>),
               output: &mut OutputBuilderSession<'_, BatchId, CapacityContainerBuilder<Vec<O>>>| {
             in_b.for_each(|t, d| pending_b.entry(*t.time()).or_default().append(d));
-            let fa = frontier_a.frontier().first().copied();
-            let fb = frontier_b.frontier().first().copied();
-            let limit = match (fa, fb) {
-                (Some(a), Some(b)) => Some(a.min(b)),
-                (a, b) => a.or(b),
-            };
+            let limit = earliest(frontier_a, frontier_b);
             // End every batch the frontiers have passed before taking new containers: a container
             // of a passed batch cannot still be waiting (the frontier counts it until it is
             // taken), so what arrives next belongs to the first open batch or a later one.
@@ -291,31 +281,27 @@ where
                 },
                 |at, out| output.session(at).give_container(out),
             );
+            let open = cursor.open();
             // Containers that came early for the batch now open go first, in arrival order.
-            if let Some((b, held)) = cursor.open()
-                && let Some(early) = pending_a.remove(&b)
-            {
-                for mut data in early {
+            if let Some((b, _)) = open {
+                for mut data in pending_a.remove(&b).unwrap_or_default() {
                     logic(b, Piece::Data(&mut data), &mut out);
-                }
-                if !out.is_empty() {
-                    output.session(&held.delayed(&b)).give_container(&mut out);
-                    out.clear();
                 }
             }
             in_a.for_each(|t, d| {
                 let b = *t.time();
-                match cursor.open_at(b) {
-                    Some(held) => {
-                        logic(b, Piece::Data(d), &mut out);
-                        if !out.is_empty() {
-                            output.session(&held.delayed(&b)).give_container(&mut out);
-                            out.clear();
-                        }
-                    }
-                    None => pending_a.entry(b).or_default().push(std::mem::take(d)),
+                match open {
+                    Some((now, _)) if now == b => logic(b, Piece::Data(d), &mut out),
+                    _ => pending_a.entry(b).or_default().push(std::mem::take(d)),
                 }
             });
+            // Everything produced here belongs to the open batch.
+            if let Some((b, held)) = open
+                && !out.is_empty()
+            {
+                output.session(&held.delayed(&b)).give_container(&mut out);
+                out.clear();
+            }
         }
     };
     left.clone()
@@ -338,13 +324,8 @@ impl BatchCursor {
         }
     }
 
-    /// The held capability, when `b` is the first batch not yet visited (every earlier one has
-    /// ended, so `b`'s records can be taken as they come).
-    fn open_at(&self, b: BatchId) -> Option<&Capability<BatchId>> {
-        self.cap.as_ref().filter(|_| b == self.next)
-    }
-
-    /// The first batch not yet visited and the held capability, while the input is open.
+    /// The first batch not yet visited (every earlier one has ended, so its records can be taken
+    /// as they come) and the held capability, while the input is open.
     fn open(&self) -> Option<(BatchId, &Capability<BatchId>)> {
         self.cap.as_ref().map(|cap| (self.next, cap))
     }
@@ -391,6 +372,14 @@ fn gather<T>(parts: Option<Vec<Vec<T>>>) -> Vec<T> {
         all.append(&mut part);
     }
     all
+}
+
+/// The earlier of two input frontiers (`None` once both inputs are closed).
+fn earliest(a: &MutableAntichain<BatchId>, b: &MutableAntichain<BatchId>) -> Option<BatchId> {
+    match (a.frontier().first().copied(), b.frontier().first().copied()) {
+        (Some(a), Some(b)) => Some(a.min(b)),
+        (a, b) => a.or(b),
+    }
 }
 
 fn last_pending<T>(pending: &BTreeMap<BatchId, T>) -> BatchId {
