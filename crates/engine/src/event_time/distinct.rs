@@ -6,6 +6,7 @@ use std::sync::Arc;
 use rustc_hash::{FxHashMap, FxHashSet};
 use timely::dataflow::channels::pact::{Exchange, Pipeline};
 
+use super::pane_tables::PaneTables;
 use super::{EventTimeOutput, Routed, route_late};
 use crate::dstream::{DStream, Data, Key, Piece, batch_binary_eager, batch_unary, route};
 use crate::error::Result;
@@ -51,7 +52,7 @@ impl<'s, K: Key, V: Data> DStream<'s, (K, V)> {
         let size_ms = windows.size_ms();
 
         let mut tracker = WatermarkTracker::default();
-        let mut seen: FxHashSet<(K, u64)> = FxHashSet::default();
+        let mut seen: PaneTables<K, ()> = PaneTables::default();
         let late_metrics = Arc::clone(&metrics);
         let routed = batch_binary_eager(
             &self.stream,
@@ -65,13 +66,13 @@ impl<'s, K: Key, V: Data> DStream<'s, (K, V)> {
                     let late =
                         route_late(data.drain(..), &windows, &ts, before, out, |k, _v, t| {
                             for w in windows.assign(t) {
-                                seen.insert((k.clone(), w.start_ms));
+                                seen.table(w.start_ms).insert(k.clone(), ());
                             }
                         });
                     late_metrics.add_late(late);
                 }
                 Piece::End(reports) => {
-                    out.extend(seen.drain().map(Routed::Out));
+                    seen.drain(|start, k, ()| out.push(Routed::Out((k, start))));
                     tracker.advance(&reports);
                 }
             },

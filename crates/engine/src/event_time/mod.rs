@@ -24,6 +24,7 @@
 
 mod delay;
 pub mod distinct;
+mod pane_tables;
 pub mod session;
 pub mod window_aggregate;
 
@@ -61,7 +62,8 @@ pub(crate) fn route_late<K, V, R>(
     let mut late = 0;
     for (k, v) in data {
         let t = ts(&v);
-        if windows.first_end(t) <= before {
+        // Every window that holds `t` ends after it: only events behind the watermark can be late.
+        if t < before && windows.first_end(t) <= before {
             late += 1;
             out.push(Routed::Late((k, v)));
         } else {

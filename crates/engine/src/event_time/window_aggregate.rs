@@ -6,6 +6,7 @@ use std::sync::Arc;
 use rustc_hash::FxHashMap;
 use timely::dataflow::channels::pact::{Exchange, Pipeline};
 
+use super::pane_tables::PaneTables;
 use super::{EventTimeOutput, Routed, route_late};
 use crate::dstream::{DStream, Data, Key, Piece, batch_binary_eager, route};
 use crate::error::Result;
@@ -197,7 +198,7 @@ impl<'s, K: Key, V: Data> DStream<'s, (K, V)> {
         // Stage 1, on the worker that read the event: late check and pre-aggregation.
         let pre_agg = agg.clone();
         let mut tracker = WatermarkTracker::default();
-        let mut partial: FxHashMap<(K, u64), A::Acc> = FxHashMap::default();
+        let mut partial: PaneTables<K, A::Acc> = PaneTables::default();
         let late_metrics = Arc::clone(&metrics);
         let routed = batch_binary_eager(
             &self.stream,
@@ -210,17 +211,13 @@ impl<'s, K: Key, V: Data> DStream<'s, (K, V)> {
                     let before = tracker.current();
                     let late = route_late(data.drain(..), &windows, &ts, before, out, |k, v, t| {
                         let pane = t - t % slide_ms;
-                        let acc = partial.entry((k, pane)).or_insert_with(|| pre_agg.init());
+                        let acc = partial.table(pane).entry(k).or_insert_with(|| pre_agg.init());
                         pre_agg.add(acc, v);
                     });
                     late_metrics.add_late(late);
                 }
                 Piece::End(reports) => {
-                    out.extend(
-                        partial
-                            .drain()
-                            .map(|((k, pane), acc)| Routed::Out((k, pane, acc))),
-                    );
+                    partial.drain(|pane, k, acc| out.push(Routed::Out((k, pane, acc))));
                     tracker.advance(&reports);
                 }
             },
