@@ -168,6 +168,74 @@ proptest! {
     }
 
     #[test]
+    fn fan_outs_match_the_model_of_each_stream(parts in partitions()) {
+        // Each output gets something else: odd records, every record tenfold, records divisible
+        // by three twice, and the keys of even records. The outputs are tagged and unioned.
+        let input = merge_partitions(&parts);
+        let tag = |t: u8| move |(k, v): (char, i64)| (t, k, v);
+        let odd_model = m::map(&m::filter(&input, odd), |(k, v)| (0, k, i64::from(v)));
+        let tenfold_model = m::map(&m::map_values(&input, tenfold), tag(1));
+        let thirds_model = m::flat_map(&input, |(k, v)| {
+            let twice = (v % 3 == 0).then_some((2, k, i64::from(v)));
+            twice.into_iter().chain(twice)
+        });
+        let even_model = m::flat_map(&input, |(k, v)| (v % 2 == 0).then_some((3, k, 0)));
+        let two = m::union(&odd_model, &tenfold_model);
+        engine_matches(&parts, &two, move |s| {
+            let (odds, tens) = s.fan_out2(|r: Rec, a: &mut Vec<Rec>, b: &mut Vec<(char, i64)>| {
+                if odd(&r) {
+                    a.push(r);
+                }
+                b.push((r.0, tenfold(r.1)));
+            });
+            odds.map(|(k, v)| (0, k, i64::from(v))).union(&tens.map(tag(1)))
+        })?;
+        let three = m::union(&two, &thirds_model);
+        engine_matches(&parts, &three, move |s| {
+            let (odds, tens, thirds) = s.fan_out3(
+                |r: Rec, a: &mut Vec<Rec>, b: &mut Vec<(char, i64)>, c: &mut Vec<(char, u32)>| {
+                    if odd(&r) {
+                        a.push(r);
+                    }
+                    b.push((r.0, tenfold(r.1)));
+                    if third(&r) {
+                        let v = u32::try_from(r.1).expect("values are small and positive");
+                        c.extend([(r.0, v), (r.0, v)]);
+                    }
+                },
+            );
+            odds.map(|(k, v)| (0, k, i64::from(v)))
+                .union(&tens.map(tag(1)))
+                .union(&thirds.map(|(k, v)| (2, k, i64::from(v))))
+        })?;
+        let four = m::union(&three, &even_model);
+        engine_matches(&parts, &four, move |s| {
+            let (odds, tens, thirds, evens) = s.fan_out4(
+                |r: Rec,
+                 a: &mut Vec<Rec>,
+                 b: &mut Vec<(char, i64)>,
+                 c: &mut Vec<Rec>,
+                 d: &mut Vec<char>| {
+                    if odd(&r) {
+                        a.push(r);
+                    }
+                    b.push((r.0, tenfold(r.1)));
+                    if third(&r) {
+                        c.extend([r, r]);
+                    }
+                    if r.1 % 2 == 0 {
+                        d.push(r.0);
+                    }
+                },
+            );
+            odds.map(|(k, v)| (0, k, i64::from(v)))
+                .union(&tens.map(tag(1)))
+                .union(&thirds.map(|(k, v)| (2, k, i64::from(v))))
+                .union(&evens.map(|k| (3, k, 0)))
+        })?;
+    }
+
+    #[test]
     fn map_values_matches_model(parts in partitions()) {
         let expected = m::map_values(&merge_partitions(&parts), tenfold);
         engine_matches(&parts, &expected, |s| s.map_values(tenfold))?;

@@ -33,7 +33,6 @@ pub use window_aggregate::{Aggregator, Count, Reduce};
 
 use serde::{Deserialize, Serialize};
 use timely::dataflow::StreamVec;
-use timely::dataflow::operators::vec::{Map, Partition};
 
 use crate::dstream::{DStream, Data};
 use crate::error::{EngineError, Result};
@@ -102,23 +101,12 @@ impl<'s, T: Data> DStream<'s, T> {
         &self,
         routed: StreamVec<'s, BatchId, Routed<R, L>>,
     ) -> (StreamVec<'s, BatchId, R>, StreamVec<'s, BatchId, L>) {
-        let mut parts = routed
-            .partition(2, |r| match r {
-                Routed::Out(_) => (0, r),
-                Routed::Late(_) => (1, r),
-            })
-            .into_iter();
-        let (Some(out), Some(late)) = (parts.next(), parts.next()) else {
-            unreachable!("partition(2) returns two streams")
-        };
-        let out = out.flat_map(|r| match r {
-            Routed::Out(x) => Some(x),
-            Routed::Late(_) => None,
-        });
-        let late = late.flat_map(|r| match r {
-            Routed::Late(x) => Some(x),
-            Routed::Out(_) => None,
-        });
-        (out, late)
+        let (out, late) = self
+            .derive(routed)
+            .fan_out2(|r, out: &mut Vec<R>, late: &mut Vec<L>| match r {
+                Routed::Out(x) => out.push(x),
+                Routed::Late(x) => late.push(x),
+            });
+        (out.stream, late.stream)
     }
 }

@@ -211,7 +211,10 @@ impl<'s, K: Key, V: Data> DStream<'s, (K, V)> {
                     let before = tracker.current();
                     let late = route_late(data.drain(..), &windows, &ts, before, out, |k, v, t| {
                         let pane = t - t % slide_ms;
-                        let acc = partial.table(pane).entry(k).or_insert_with(|| pre_agg.init());
+                        let acc = partial
+                            .table(pane)
+                            .entry(k)
+                            .or_insert_with(|| pre_agg.init());
                         pre_agg.add(acc, v);
                     });
                     late_metrics.add_late(late);

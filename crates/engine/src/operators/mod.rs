@@ -3,6 +3,7 @@
 //! | module | operators |
 //! |---|---|
 //! | [`map`] | `map`, `flat_map`, `filter`, `map_values` |
+//! | [`fan_out`] | `fan_out2`, `fan_out3`, `fan_out4` |
 //! | [`union`] | `union` |
 //! | [`repartition`] | `repartition` |
 //! | [`count`] | `count` |
@@ -26,6 +27,7 @@ pub mod cogroup;
 pub mod count;
 pub mod count_by_value;
 pub mod count_by_value_and_window;
+pub mod fan_out;
 pub mod group_by_key;
 pub mod join;
 pub mod join_static;

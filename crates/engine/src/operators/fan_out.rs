@@ -1,0 +1,81 @@
+//! `fan_out2`, `fan_out3`, `fan_out4`: one pass over each record, into several streams.
+//!
+//! A stream read by several operators hands each of them its own copy of every container. When
+//! each reader only needs part of a record (a few fields, or only some records), one fan-out
+//! reads each record once and writes each stream only what it needs.
+
+use timely::dataflow::channels::pact::Pipeline;
+use timely::dataflow::operators::generic::builder_rc::OperatorBuilder;
+use timely::progress::operate::FrontierInterest;
+
+use crate::dstream::{DStream, Data};
+
+/// Defines `DStream::$name`, a fan-out into one stream per `($type, $buffer, $output, $stream)`.
+macro_rules! fan_out {
+    ($(#[$doc:meta])* $name:ident: $(($ty:ident, $buf:ident, $out:ident, $stream:ident)),+) => {
+        impl<'s, T: Data> DStream<'s, T> {
+            $(#[$doc])*
+            pub fn $name<$($ty: Data),+>(
+                &self,
+                mut f: impl FnMut(T, $(&mut Vec<$ty>),+) + 'static,
+            ) -> ($(DStream<'s, $ty>),+) {
+                let mut builder =
+                    OperatorBuilder::new(stringify!($name).to_owned(), self.stream.scope());
+                let mut input = builder.new_input(self.stream.clone(), Pipeline);
+                builder.set_notify_for(0, FrontierInterest::Never);
+                $(let (mut $out, $stream) = builder.new_output::<Vec<$ty>>();)+
+                builder.build(move |_capabilities| {
+                    $(let mut $buf: Vec<$ty> = Vec::new();)+
+                    move |_frontiers| {
+                        $(let mut $out = $out.activate();)+
+                        input.for_each_time(|time, containers| {
+                            for container in containers {
+                                for record in container.drain(..) {
+                                    f(record, $(&mut $buf),+);
+                                }
+                                // `give` may leave another container's records behind.
+                                $($out.give(&time, &mut $buf);
+                                $buf.clear();)+
+                            }
+                        });
+                    }
+                });
+                ($(self.derive($stream)),+)
+            }
+        }
+    };
+}
+
+fan_out!(
+    /// Reads each record once and hands it to `f` with one buffer per output stream: what `f`
+    /// pushes to a buffer goes to that stream, in the same batch. Records stay on their worker.
+    ///
+    /// # Examples
+    /// ```
+    /// use clickpulse_engine::testing::collect;
+    /// let out = collect(2, vec![vec![1, 2, 3, 4]], |s| {
+    ///     let (odd, halves) = s.fan_out2(|x: i32, odd: &mut Vec<i32>, halves: &mut Vec<String>| {
+    ///         if x % 2 == 1 {
+    ///             odd.push(x);
+    ///         } else {
+    ///             halves.push(format!("{}", x / 2));
+    ///         }
+    ///     });
+    ///     odd.union(&halves.map(|h| h.parse::<i32>().unwrap() * 100))
+    /// })
+    /// .unwrap();
+    /// assert_eq!(out, vec![vec![1, 3, 100, 200]]);
+    /// ```
+    fan_out2: (A, a, out_a, stream_a), (B, b, out_b, stream_b)
+);
+
+fan_out!(
+    /// As [`DStream::fan_out2`], into three streams.
+    fan_out3: (A, a, out_a, stream_a), (B, b, out_b, stream_b), (C, c, out_c, stream_c)
+);
+
+fan_out!(
+    /// As [`DStream::fan_out2`], into four streams.
+    fan_out4: (A, a, out_a, stream_a), (B, b, out_b, stream_b), (C, c, out_c, stream_c),
+        (D, d, out_d, stream_d)
+);
