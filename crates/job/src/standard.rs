@@ -81,6 +81,9 @@ pub struct StandardJob {
 /// A string as the streams carry it (see [`crate::click`]).
 type Str = SmolStr;
 
+/// An event time and a string: the visitor (keyed by url or item) or the url (keyed by visitor).
+type Timed = (u64, Str);
+
 /// Clicks and distinct urls of a session.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct SessionStats {
@@ -259,10 +262,27 @@ impl StandardJob {
         let clicks_source = source.clone().map_items(IntoClick::into_click);
         let (clicks, dead) = job.source_with_dead_letters(&clicks_source, Some(event_time))?;
         self.dead_letters(&dead);
-        let mut late = self.page_views(&clicks)?;
-        late.push(self.sessions_and_segments(&clicks)?);
-        late.push(self.active_visitors(&clicks)?);
-        late.push(self.trending(&clicks)?);
+        // One pass over the clicks gives each group of streams only the fields it reads.
+        let (views, visits, visitors, trends) = clicks.fan_out4(
+            |c: Click,
+             views: &mut Vec<(Str, Timed)>,
+             visits: &mut Vec<(Str, Timed)>,
+             visitors: &mut Vec<(Str, u64)>,
+             trends: &mut Vec<((TrendKind, Str), Timed)>| {
+                if c.page_view {
+                    views.push((c.url.clone(), (c.ts_ms, c.visitor.clone())));
+                }
+                if let Some(item) = c.trend {
+                    trends.push((item, (c.ts_ms, c.visitor.clone())));
+                }
+                visitors.push((c.visitor.clone(), c.ts_ms));
+                visits.push((c.visitor, (c.ts_ms, c.url)));
+            },
+        );
+        let mut late = self.page_views(&views)?;
+        late.push(self.sessions_and_segments(&visits)?);
+        late.push(self.active_visitors(&visitors)?);
+        late.push(self.trending(&trends)?);
         // One `late_events` batch per engine batch, whichever streams refused the clicks.
         self.publish(
             "late_events",
@@ -357,15 +377,13 @@ impl StandardJob {
         self.publish("dead_letters", dead, row, |_| None);
     }
 
+    /// `page_views`, `page_views_30s` and `top_pages` from page views keyed by url (the visitor
+    /// rides along for the late stream).
     fn page_views<'s>(
         &self,
-        clicks: &DStream<'s, Click>,
+        views: &DStream<'s, (Str, Timed)>,
     ) -> Result<Vec<DStream<'s, LateRow>>, EngineError> {
         let s = &self.config.streams;
-        // Keyed by url; the visitor rides along for the late stream.
-        let views = clicks
-            .filter(|c| c.page_view)
-            .map(|c| (c.url, (c.ts_ms, c.visitor)));
         let ts = |v: &(u64, Str)| v.0;
         let per_second =
             views.count_by_key_in_window(Windows::tumbling(s.page_views_window)?, ts)?;
@@ -414,14 +432,13 @@ impl StandardJob {
         });
     }
 
+    /// `sessions` and `segments` from clicks keyed by visitor, with their urls.
     fn sessions_and_segments<'s>(
         &self,
-        clicks: &DStream<'s, Click>,
+        visits: &DStream<'s, (Str, Timed)>,
     ) -> Result<DStream<'s, LateRow>, EngineError> {
         let s = &self.config.streams;
-        let sessions = clicks
-            .map(|c| (c.visitor, (c.ts_ms, c.url)))
-            .session_by_key(s.session_gap, |v: &(u64, Str)| v.0, SessionAgg)?;
+        let sessions = visits.session_by_key(s.session_gap, |v: &(u64, Str)| v.0, SessionAgg)?;
         let late = Self::late("sessions", &sessions.late, |v, (t, _url)| (v, t));
         let row = |(visitor, session, stats): (Str, Session, SessionStats)| {
             let row = SessionRow {
@@ -467,14 +484,13 @@ impl StandardJob {
         Ok(late)
     }
 
+    /// `active_visitors` from each click's visitor and time.
     fn active_visitors<'s>(
         &self,
-        clicks: &DStream<'s, Click>,
+        visitors: &DStream<'s, (Str, u64)>,
     ) -> Result<DStream<'s, LateRow>, EngineError> {
         let window = Windows::tumbling(self.config.streams.active_visitors_window)?;
-        let active = clicks
-            .map(|c| (c.visitor, c.ts_ms))
-            .distinct_count_in_window(window, |t: &u64| *t)?;
+        let active = visitors.distinct_count_in_window(window, |t: &u64| *t)?;
         let late = Self::late("active_visitors", &active.late, |v, t| (v, t));
         let row = |(w, n): (Window, u64)| {
             let row = ActiveVisitorsRow {
@@ -490,18 +506,22 @@ impl StandardJob {
         Ok(late)
     }
 
+    /// `trending` from the clicks that count for it, keyed by item (the visitor rides along for
+    /// the late stream).
     fn trending<'s>(
         &self,
-        clicks: &DStream<'s, Click>,
+        trends: &DStream<'s, ((TrendKind, Str), Timed)>,
     ) -> Result<DStream<'s, LateRow>, EngineError> {
         let s = &self.config.streams;
         let pane_ms = ms(s.trending_window);
         // A window of two panes sliding by one: it closes exactly when its second pane (the
         // current window) closes, holding the previous window's count beside the current one.
         let pairs = Windows::sliding(s.trending_window * 2, s.trending_window)?;
-        let counts = clicks
-            .flat_map(|c| c.trend.map(|item| (item, (c.ts_ms, c.visitor))))
-            .aggregate_by_key_in_window(pairs, |v: &(u64, Str)| v.0, PaneCounts { pane_ms })?;
+        let counts = trends.aggregate_by_key_in_window(
+            pairs,
+            |v: &(u64, Str)| v.0,
+            PaneCounts { pane_ms },
+        )?;
         let top = counts
             .output
             .flat_map(move |((kind, item), w, panes)| {
