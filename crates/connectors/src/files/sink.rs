@@ -72,10 +72,11 @@ impl ResultSink for JsonlSink {
 /// Appends `row` with a leading `"batch"` field as one line: `head` (`{"batch":N`), a comma and the row's text
 /// after its opening brace. A row that is not an object becomes `{"batch":N,"value":row}`.
 fn write_line(out: &mut Vec<u8>, row: &JsonRow, head: &str) {
-    let text = row.get().trim();
+    // JSON's whitespace is ASCII: no need to decode characters to trim it.
+    let text = row.get().trim_ascii();
     out.extend_from_slice(head.as_bytes());
     match text.strip_prefix('{') {
-        Some(rest) if rest.trim_start().starts_with('}') => out.push(b'}'),
+        Some(rest) if rest.trim_ascii_start().starts_with('}') => out.push(b'}'),
         Some(rest) => {
             out.push(b',');
             out.extend_from_slice(rest.as_bytes());
@@ -87,4 +88,30 @@ fn write_line(out: &mut Vec<u8>, row: &JsonRow, head: &str) {
         }
     }
     out.push(b'\n');
+}
+
+#[cfg(test)]
+mod tests {
+    use clickpulse_events::JsonRow;
+
+    use super::write_line;
+
+    #[test]
+    fn lines_lead_with_the_batch_whatever_the_row_looks_like() {
+        let cases = [
+            (r#"{"url":"/news","count":2}"#, r#"{"batch":7,"url":"/news","count":2}"#),
+            (" \n{ }\t", r#"{"batch":7}"#),
+            (r#" { "a" : [1, 2] } "#, r#"{"batch":7, "a" : [1, 2] }"#),
+            ("[1,2]", r#"{"batch":7,"value":[1,2]}"#),
+            (r#""é""#, r#"{"batch":7,"value":"é"}"#),
+        ];
+        for (row, line) in cases {
+            let mut out = Vec::new();
+            write_line(&mut out, &JsonRow::from_text(row).unwrap(), r#"{"batch":7"#);
+            let text = String::from_utf8(out).unwrap();
+            assert_eq!(text, format!("{line}\n"), "row {row:?}");
+            let parsed: serde_json::Value = serde_json::from_str(&text).unwrap();
+            assert_eq!(parsed["batch"], 7, "row {row:?}");
+        }
+    }
 }
