@@ -239,6 +239,34 @@ fn event_time_operators_on_a_stream_without_event_time_are_rejected() {
         Ok(())
     });
     assert_needs_event_time(e, "distinct_count_in_window");
+    let e = job_error(1, move |s| {
+        let o = s.approx_distinct_count_in_window(windows, |v| *v as u64, 14)?;
+        o.output.foreach_batch(|_, _| {});
+        Ok(())
+    });
+    assert_needs_event_time(e, "approx_distinct_count_in_window");
+}
+
+#[test]
+fn hll_precision_outside_4_to_18_is_rejected() {
+    let windows = Windows::tumbling(secs(1)).unwrap();
+    for (precision, valid) in [(3, false), (4, true), (18, true), (19, false)] {
+        let source = records();
+        let result = run(1, move |job| {
+            let s = job.source_with_event_time(&source, EventTime::new(|r: &Rec| r.1 as u64))?;
+            s.approx_distinct_count_in_window(windows, |v| *v as u64, precision)?
+                .output
+                .foreach_batch(|_, _| {});
+            Ok(())
+        });
+        match result {
+            Ok(_) => assert!(valid, "precision {precision} was accepted"),
+            Err(e) => {
+                assert!(!valid, "precision {precision} was refused: {e}");
+                assert_invalid_config(e, "hll precision", &format!("{precision} is outside"));
+            }
+        }
+    }
 }
 
 #[test]

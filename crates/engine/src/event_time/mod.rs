@@ -19,7 +19,7 @@
 //! |---|---|
 //! | [`window_aggregate`] | `aggregate_by_key_in_window`, `count_by_key_in_window`, `reduce_by_key_in_window` |
 //! | [`session`] | `session_by_key` |
-//! | [`distinct`] | `distinct_count_in_window` |
+//! | [`distinct`] | `distinct_count_in_window`, `approx_distinct_count_in_window` |
 //! | `delay` | `delay_watermark` |
 
 mod delay;
