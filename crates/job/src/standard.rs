@@ -13,7 +13,7 @@ use rustc_hash::FxHashSet;
 use serde::{Deserialize, Serialize};
 
 use crate::click::{Click, IntoClick, SmolStr, TrendKind};
-use crate::config::JobConfig;
+use crate::config::{DistinctCount, JobConfig};
 use crate::history::History;
 use crate::outputs::Outputs;
 use crate::rows::{
@@ -489,8 +489,16 @@ impl StandardJob {
         &self,
         visitors: &DStream<'s, (Str, u64)>,
     ) -> Result<DStream<'s, LateRow>, EngineError> {
-        let window = Windows::tumbling(self.config.streams.active_visitors_window)?;
-        let active = visitors.distinct_count_in_window(window, |t: &u64| *t)?;
+        let s = &self.config.streams;
+        let window = Windows::tumbling(s.active_visitors_window)?;
+        let active = match s.active_visitors_count {
+            DistinctCount::Exact => visitors.distinct_count_in_window(window, |t: &u64| *t)?,
+            DistinctCount::Hll => visitors.approx_distinct_count_in_window(
+                window,
+                |t: &u64| *t,
+                s.active_visitors_hll_precision,
+            )?,
+        };
         let late = Self::late("active_visitors", &active.late, |v, t| (v, t));
         let row = |(w, n): (Window, u64)| {
             let row = ActiveVisitorsRow {

@@ -16,7 +16,7 @@ use std::sync::OnceLock;
 
 use clickpulse_events::ClickEvent;
 use clickpulse_events::msnbc::{self, MsnbcStream};
-use clickpulse_job::rows::{LateRow, SessionRow, TrendingRow};
+use clickpulse_job::rows::{ActiveVisitorsRow, LateRow, SessionRow, TrendingRow};
 
 use model::Golden;
 use run::{Actual, Run, assert_same_rows};
@@ -111,6 +111,57 @@ fn first_50k_msnbc_events_match_the_reference_model_with_1_and_2_workers() {
         golden.trending_truncated > 0,
         "no minute with over 10 rising urls"
     );
+}
+
+/// `active_visitors_count = "hll"` over the first 50,000 events (about 3,000 visitors a minute):
+/// the windows are the model's and each estimate is near its exact count, with 1 and with 2
+/// workers alike; every other stream still equals the model. At precision 14 the sketches stay
+/// sparse (25-bit hashes: exact in practice); at 8 they turn dense (256 registers, a standard
+/// error of 6.5%) and the estimates visibly differ from the exact counts.
+#[test]
+fn hll_active_visitors_stay_near_the_exact_counts_with_1_and_2_workers() {
+    let events = slice(0, 50_000);
+    let golden = model::expected(&events);
+    for (precision, tolerance) in [(14, 0.02), (8, 0.3)] {
+        let label = format!("hll precision {precision}");
+        let one = Run::new(&events, 1_000).workers(1).hll(precision).memory();
+        let two = Run::new(&events, 1_000).workers(2).hll(precision).memory();
+        assert_eq!(
+            one.active_visitors, two.active_visitors,
+            "{label}: 1 and 2 workers"
+        );
+        assert_eq!(
+            one.active_visitors.len(),
+            golden.active_visitors.len(),
+            "{label}"
+        );
+        let mut worst: f64 = 0.0;
+        for (estimate, exact) in one.active_visitors.iter().zip(&golden.active_visitors) {
+            let window = |r: &ActiveVisitorsRow| (r.window_start_ms, r.window_end_ms);
+            assert_eq!(window(estimate), window(exact), "{label}");
+            let (e, x) = (
+                estimate.unique_visitors as f64,
+                exact.unique_visitors as f64,
+            );
+            worst = worst.max((e - x).abs() / x);
+        }
+        assert!(
+            worst < tolerance,
+            "{label}: an estimate is {:.1}% off",
+            worst * 100.0
+        );
+        if precision == 8 {
+            assert!(worst > 0.0, "{label}: every estimate is exact");
+        }
+        for actual in [&one, &two] {
+            // The model with the estimates in place of its exact counts, checked above.
+            let rest = Golden {
+                active_visitors: actual.active_visitors.clone(),
+                ..golden.clone()
+            };
+            assert_matches_golden(&label, &rest, actual);
+        }
+    }
 }
 
 /// Events 1,000,000..1,040,000: a slice starting in the middle of windows and sessions.

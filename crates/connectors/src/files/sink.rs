@@ -99,7 +99,10 @@ mod tests {
     #[test]
     fn lines_lead_with_the_batch_whatever_the_row_looks_like() {
         let cases = [
-            (r#"{"url":"/news","count":2}"#, r#"{"batch":7,"url":"/news","count":2}"#),
+            (
+                r#"{"url":"/news","count":2}"#,
+                r#"{"batch":7,"url":"/news","count":2}"#,
+            ),
             (" \n{ }\t", r#"{"batch":7}"#),
             (r#" { "a" : [1, 2] } "#, r#"{"batch":7, "a" : [1, 2] }"#),
             ("[1,2]", r#"{"batch":7,"value":[1,2]}"#),

@@ -33,7 +33,7 @@ pub const TRENDING_MS: u64 = 60_000;
 pub const TRENDING_TOP: usize = 10;
 
 /// Every stream's complete expected rows, each sorted.
-#[derive(Debug, Default)]
+#[derive(Debug, Default, Clone)]
 pub struct Golden {
     pub input_rows: u64,
     pub page_views: Vec<PageViewRow>,

@@ -10,6 +10,7 @@ use std::time::Duration;
 use clickpulse_connectors::files::JsonlSink;
 use clickpulse_engine::{QueueSource, RunMode, RunSummary, StreamingContext};
 use clickpulse_events::{ClickEvent, partition_for};
+use clickpulse_job::config::DistinctCount;
 use clickpulse_job::history::{History, demo_history};
 use clickpulse_job::rows::{
     ActiveVisitorsRow, LateRow, PageViewRow, SegmentRow, SessionRow, TopPageRow, TrendingRow,
@@ -31,6 +32,7 @@ pub struct Run<'a> {
     events: &'a [ClickEvent],
     chunk: usize,
     workers: usize,
+    hll_precision: Option<u8>,
 }
 
 /// What a run emitted: the raw batches and every stream's rows, typed and sorted.
@@ -56,7 +58,14 @@ impl<'a> Run<'a> {
             events,
             chunk,
             workers: 1,
+            hll_precision: None,
         }
+    }
+
+    /// Counts `active_visitors` with HyperLogLog sketches of `precision` (default: exactly).
+    pub fn hll(mut self, precision: u8) -> Self {
+        self.hll_precision = Some(precision);
+        self
     }
 
     /// Worker threads (default 1).
@@ -88,8 +97,12 @@ impl<'a> Run<'a> {
     }
 
     fn run(self, files: Option<&Path>) -> Actual {
-        let config = JobConfig::default();
+        let mut config = JobConfig::default();
         assert_defaults_are_the_models(&config);
+        if let Some(precision) = self.hll_precision {
+            config.streams.active_visitors_count = DistinctCount::Hll;
+            config.streams.active_visitors_hll_precision = precision;
+        }
         let memory = MemorySink::new();
         let outputs = Outputs::new();
         outputs.add(Box::new(memory.clone()));
