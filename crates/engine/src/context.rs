@@ -334,6 +334,7 @@ where
         probe: probe.clone(),
         metrics: Arc::clone(&run.metrics),
         worker: worker.index(),
+        peers: worker.peers(),
         outputs: Default::default(),
         current_batch: Default::default(),
         state_ops: Default::default(),

@@ -49,6 +49,8 @@ pub(crate) struct JobShared {
     pub probe: ProbeHandle<BatchId>,
     pub metrics: std::sync::Arc<EngineMetrics>,
     pub worker: usize,
+    /// How many workers the job runs on.
+    pub peers: usize,
     pub outputs: RefCell<usize>,
     /// The batch this worker is working on and when it started it.
     pub current_batch: std::cell::Cell<(BatchId, Option<std::time::Instant>)>,

@@ -8,7 +8,10 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use clickpulse_engine::testing::collect;
-use clickpulse_engine::{DStream, State};
+use std::sync::Mutex;
+
+use clickpulse_engine::testing::TEST_BATCH_INTERVAL;
+use clickpulse_engine::{DStream, QueueSource, RunMode, State, StreamingContext};
 use common::{Rec, WORKERS, batches, collect_partitioned, engine_matches, partitions};
 use model::dstream as m;
 use model::merge_partitions;
@@ -233,6 +236,49 @@ proptest! {
                 .union(&thirds.map(|(k, v)| (2, k, i64::from(v))))
                 .union(&evens.map(|k| (3, k, 0)))
         })?;
+    }
+
+    #[test]
+    fn foreach_batch_on_hands_every_batch_over_once_on_the_chosen_worker(
+        parts in partitions(),
+        target in 0usize..5,
+    ) {
+        let expected: Vec<Vec<Rec>> = merge_partitions(&parts)
+            .into_iter()
+            .map(|mut rows| {
+                rows.sort();
+                rows
+            })
+            .collect();
+        for workers in WORKERS {
+            let source = QueueSource::partitioned("test", parts.clone());
+            let seen: Arc<Mutex<Vec<(u64, Vec<Rec>, Option<String>)>>> = Arc::default();
+            let sink = Arc::clone(&seen);
+            StreamingContext::new(TEST_BATCH_INTERVAL)
+                .and_then(|c| c.workers(workers))
+                .map(|c| c.mode(RunMode::UntilEnd))
+                .and_then(|c| {
+                    c.run(move |job| {
+                        let sink = Arc::clone(&sink);
+                        job.source(&source)?.foreach_batch_on(target, move |info, mut rows| {
+                            rows.sort();
+                            let thread = std::thread::current().name().map(String::from);
+                            sink.lock().expect("not poisoned").push((info.batch, rows, thread));
+                        });
+                        Ok(())
+                    })
+                })
+                .map_err(|e| TestCaseError::fail(format!("{workers} workers: {e}")))?;
+            let seen = std::mem::take(&mut *seen.lock().expect("not poisoned"));
+            let worker = format!("timely:work-{}", target % workers);
+            for (b, (batch, _, thread)) in seen.iter().enumerate() {
+                prop_assert_eq!(*batch, b as u64, "{} workers: batches in order, once", workers);
+                prop_assert_eq!(thread.as_deref(), Some(worker.as_str()), "{} workers", workers);
+            }
+            let got: Vec<Vec<Rec>> = seen.into_iter().map(|(_, rows, _)| rows).collect();
+            prop_assert_eq!(&got[..expected.len()], &expected[..], "{} workers", workers);
+            prop_assert!(got[expected.len()..].iter().all(Vec::is_empty), "{} workers", workers);
+        }
     }
 
     #[test]

@@ -56,17 +56,50 @@ impl<'s, T: Data> DStream<'s, T> {
     ///     .unwrap();
     /// assert_eq!(*sums.lock().unwrap(), vec![(0, 3), (1, 3)]);
     /// ```
-    pub fn foreach_batch(&self, mut f: impl FnMut(&BatchInfo, Vec<T>) + 'static) {
+    pub fn foreach_batch(&self, f: impl FnMut(&BatchInfo, Vec<T>) + 'static) {
+        self.foreach_batch_on(0, f);
+    }
+
+    /// Like [`DStream::foreach_batch`], on worker `worker` modulo the number of workers. A job
+    /// with several outputs can spread them over the workers, so that gathering and writing
+    /// every stream's batches does not all fall to worker 0. One stream's batches are still
+    /// handed over by one worker, in batch order.
+    ///
+    /// # Examples
+    /// ```
+    /// use std::sync::{Arc, Mutex};
+    /// use std::time::Duration;
+    /// use clickpulse_engine::{QueueSource, RunMode, StreamingContext};
+    ///
+    /// let source = QueueSource::from_batches("n", vec![vec![1, 2], vec![3]]);
+    /// let seen = Arc::new(Mutex::new(Vec::new()));
+    /// let sink = Arc::clone(&seen);
+    /// StreamingContext::new(Duration::from_millis(50)).unwrap()
+    ///     .workers(2).unwrap()
+    ///     .mode(RunMode::UntilEnd)
+    ///     .run(move |job| {
+    ///         let sink = Arc::clone(&sink);
+    ///         job.source(&source)?.foreach_batch_on(1, move |info, mut rows: Vec<i32>| {
+    ///             rows.sort();
+    ///             sink.lock().unwrap().push((info.batch, rows));
+    ///         });
+    ///         Ok(())
+    ///     })
+    ///     .unwrap();
+    /// assert_eq!(*seen.lock().unwrap(), vec![(0, vec![1, 2]), (1, vec![3])]);
+    /// ```
+    pub fn foreach_batch_on(&self, worker: usize, mut f: impl FnMut(&BatchInfo, Vec<T>) + 'static) {
         let clock = self.clock();
         let window = self.window_batches;
         let shared = std::rc::Rc::clone(&self.shared);
+        let target = worker % self.shared.peers.max(1);
         *self.shared.outputs.borrow_mut() += 1;
         batch_unary::<_, (), _, _>(
             &self.stream,
-            Exchange::new(|_: &T| 0),
+            Exchange::new(move |_: &T| target as u64),
             "ForeachBatch",
             move |b, rows, _out| {
-                if shared.worker != 0 {
+                if shared.worker != target {
                     return;
                 }
                 let info = BatchInfo {
