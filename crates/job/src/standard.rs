@@ -237,6 +237,15 @@ impl Aggregator<(u64, Str)> for PaneCounts {
     }
 }
 
+/// The worker (modulo the number of workers) that merges and writes `stream`'s batches: the
+/// streams alternate in [`STREAMS`] order, so the two largest (`page_views` and `sessions`) fall
+/// to different workers of two.
+fn output_worker(stream: &str) -> usize {
+    let known = STREAMS.iter().position(|s| *s == stream);
+    // `late_events` and `dead_letters` after the seven.
+    known.unwrap_or(STREAMS.len() + usize::from(stream == "dead_letters"))
+}
+
 fn ms(d: Duration) -> u64 {
     u64::try_from(d.as_millis()).unwrap_or(u64::MAX)
 }
@@ -311,8 +320,9 @@ impl StandardJob {
 
     /// Publishes `stream`'s records to the outputs, in the order of the keys `row` gives them.
     ///
-    /// Each worker turns its own records into rows, serialises and sorts them, and hands worker 0
-    /// one sorted run; worker 0 only merges the runs and hands the rows to the sinks.
+    /// Each worker turns its own records into rows, serialises and sorts them, and hands the
+    /// stream's output worker ([`output_worker`]) one sorted run; that worker only merges the runs
+    /// and hands the rows to the sinks.
     fn publish<T: Data, K: Data + Ord, R: Serialize>(
         &self,
         stream: &'static str,
@@ -342,7 +352,7 @@ impl StandardJob {
             vec![rows]
         });
         let out = self.outputs.clone();
-        runs.foreach_batch(move |info, runs| {
+        runs.foreach_batch_on(output_worker(stream), move |info, runs| {
             let mut rows: Vec<_> = runs.into_iter().flatten().collect();
             if rows.is_empty() {
                 return;
