@@ -157,7 +157,8 @@ impl<'s, K: Key, V: Data> DStream<'s, (K, V)> {
     ///
     /// Windows are computed from panes, slide-long slices of time: each value is folded into its
     /// one pane (not into every window it belongs to), pre-aggregated per worker and batch, then
-    /// merged on the key's worker; a closing window merges its `size / slide` panes. State size is
+    /// merged on the key's worker (for tumbling windows, the key and pane's worker); a closing
+    /// window merges its `size / slide` panes. State size is
     /// reported under `window_aggregate` (one entry per open key and pane).
     ///
     /// # Errors
@@ -228,13 +229,21 @@ impl<'s, K: Key, V: Data> DStream<'s, (K, V)> {
         let (partials, late) = self.split_routed(routed);
 
         // Stage 2, on the key's worker: merge partials into panes, close windows the watermark
-        // passed.
+        // passed. A tumbling window is one pane, so there the pane's worker will do: a few hot
+        // keys (urls, say) then spread over the workers instead of loading one.
+        let tumbling = size_ms == slide_ms;
         let mut tracker = WatermarkTracker::default();
         let mut panes: Panes<K, A::Acc> = Panes::new(size_ms, slide_ms);
         let results = batch_binary_eager(
             &partials,
             &wm,
-            Exchange::new(|p: &(K, u64, A::Acc)| route(&p.0)),
+            Exchange::new(move |p: &(K, u64, A::Acc)| {
+                if tumbling {
+                    route(&(&p.0, p.1))
+                } else {
+                    route(&p.0)
+                }
+            }),
             Pipeline,
             "WindowAggregate",
             move |_b, piece, out| match piece {
