@@ -60,8 +60,12 @@ impl ResultSink for JsonlSink {
             sink: format!("files ({})", path.display()),
             message,
         };
-        let mut text = Vec::with_capacity(batch.rows.len() * 96);
         let head = format!("{{\"batch\":{}", batch.batch);
+        // Room for every line (a row's text plus at most its head, `,"value":`, `}` and a
+        // newline), so a large batch is never copied into a grown buffer.
+        let size: usize = batch.rows.iter().map(|r| r.get().len()).sum::<usize>()
+            + batch.rows.len() * (head.len() + ",\"value\":}\n".len());
+        let mut text = Vec::with_capacity(size);
         for row in &batch.rows {
             write_line(&mut text, row, &head);
         }
