@@ -123,6 +123,55 @@ impl Records {
         self.first_offset + self.len as u64
     }
 
+    /// Drops the first `n` records (every record when there are fewer), keeping the rest in
+    /// their buffers: a reader can read ahead once and hand the records out a few at a time.
+    ///
+    /// # Examples
+    /// ```
+    /// # let dir = tempfile::tempdir()?;
+    /// # let log = clickpulse_log::Log::open(dir.path(), Default::default())?;
+    /// # let topic = log.create_topic("clicks", 1)?;
+    /// # let mut batch = clickpulse_log::Batch::new();
+    /// # for v in [b"/a", b"/b", b"/c"] { batch.push(1, b"", v)?; }
+    /// # topic.append(0, &batch)?;
+    /// let mut records = topic.read(0, 0, 100)?;
+    /// records.advance(2);
+    /// assert_eq!((records.first_offset(), records.len()), (2, 1));
+    /// assert_eq!(records.iter().next().map(|r| r.value), Some(&b"/c"[..]));
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    pub fn advance(&mut self, n: usize) {
+        let mut n = n.min(self.len);
+        self.first_offset += n as u64;
+        self.len -= n;
+        let mut emptied = 0;
+        for chunk in &mut self.chunks {
+            if n == 0 {
+                break;
+            }
+            let mut dropped = 0;
+            for span in &mut chunk.spans {
+                let take = span.take as usize;
+                if take <= n {
+                    n -= take;
+                    dropped += 1;
+                } else {
+                    // `n < take`, which is a u32.
+                    let part = n as u32;
+                    span.skip += part;
+                    span.take -= part;
+                    n = 0;
+                    break;
+                }
+            }
+            chunk.spans.drain(..dropped);
+            if chunk.spans.is_empty() {
+                emptied += 1;
+            }
+        }
+        self.chunks.drain(..emptied);
+    }
+
     /// Iterates the records in offset order.
     pub fn iter(&self) -> RecordsIter<'_> {
         RecordsIter {

@@ -89,6 +89,26 @@ fn check_read(topic: &Topic, model: &Model, partition: u32, from: u64, max: usiz
                     (*ts, &key[..], &value[..])
                 );
             }
+            // Advancing by growing steps (across batches and read buffers, and past the end)
+            // leaves exactly the later records.
+            let mut rest = records;
+            let mut step = 1;
+            while !rest.is_empty() {
+                rest.advance(step);
+                let done = (rest.first_offset() - from) as usize;
+                assert!(
+                    done <= expected && rest.len() == expected - done,
+                    "{done} advanced"
+                );
+                for (i, record) in rest.iter().enumerate() {
+                    let offset = rest.first_offset() + i as u64;
+                    assert_eq!(record.offset, offset);
+                    assert_eq!(record.value, &model.records[p][offset as usize].2[..]);
+                }
+                assert_eq!(rest.iter().count(), rest.len());
+                step = step * 2 + 1;
+            }
+            assert_eq!(rest.first_offset(), from + expected as u64);
         }
         Err(Error::OffsetOutOfRange {
             earliest, end: e, ..
