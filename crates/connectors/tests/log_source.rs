@@ -107,3 +107,67 @@ fn a_source_with_its_own_decoder_keeps_what_it_projects_and_the_same_dead_letter
     assert_eq!(lens, [(1, 2), (2, 3), (3, 4)]);
     assert_eq!(dead, expected_dead());
 }
+
+/// Polls of a few records at a time hand out every record once, in order, and the reader's
+/// position is always the first record not handed out (the log source reads ahead): also
+/// across a bad record, after the reader catches up and more is appended, and when a reader is
+/// opened again at a position it reported.
+#[test]
+fn positions_follow_what_small_polls_hand_out_while_the_source_reads_ahead() {
+    use clickpulse_engine::source::{PollContext, Polled, ReadStatus};
+
+    let dir = tempfile::tempdir().expect("a temporary directory");
+    let topic = topic(dir.path());
+    let source = LogSource::new(topic.clone());
+    let mut reader = source.open(0, None).expect("open partition 0");
+    let poll = |reader: &mut Box<dyn clickpulse_engine::source::PartitionReader<ClickEvent>>,
+                max_records: usize| {
+        let mut out = Polled::default();
+        let status = reader
+            .poll(
+                &PollContext {
+                    batch: 0,
+                    max_records,
+                },
+                &mut out,
+            )
+            .expect("a poll");
+        let dead: Vec<u64> = out.dead_letters.iter().map(|d| d.offset).collect();
+        let ts: Vec<u64> = out.items.iter().map(|e| e.ts_ms).collect();
+        (ts, dead, status, reader.position())
+    };
+    // Offsets 0..5: good (ts 1), bad, good (ts 2), bad, good (ts 3).
+    assert_eq!(
+        poll(&mut reader, 2),
+        (vec![1], vec![1], ReadStatus::More, 2)
+    );
+    assert_eq!(poll(&mut reader, 1), (vec![2], vec![], ReadStatus::More, 3));
+    assert_eq!(
+        poll(&mut reader, 5),
+        (vec![3], vec![3], ReadStatus::CaughtUp, 5)
+    );
+    assert_eq!(
+        poll(&mut reader, 5),
+        (vec![], vec![], ReadStatus::CaughtUp, 5)
+    );
+
+    let mut more = Batch::new();
+    for ts in 10..20u64 {
+        let mut buf = Vec::new();
+        binary::encode(&ClickEvent::page_view(ts, "v9", "/z"), &mut buf);
+        more.push(0, b"", &buf).expect("push a record");
+    }
+    topic.append(0, &more).expect("append");
+    assert_eq!(
+        poll(&mut reader, 3),
+        (vec![10, 11, 12], vec![], ReadStatus::More, 8)
+    );
+    // A reader opened where this one stands goes on from there.
+    let mut again = source.open(0, Some(reader.position())).expect("open at 8");
+    assert_eq!(
+        poll(&mut again, 4),
+        (vec![13, 14, 15, 16], vec![], ReadStatus::More, 12)
+    );
+    assert_eq!(poll(&mut reader, 100).0, (13..20).collect::<Vec<_>>());
+    assert_eq!(reader.position(), 15);
+}
