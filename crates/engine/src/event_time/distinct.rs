@@ -6,7 +6,6 @@ use std::collections::btree_map::Entry;
 use std::sync::Arc;
 
 use hyperloglockless::HyperLogLogPlus;
-
 use rustc_hash::{FxHashMap, FxHashSet};
 use timely::dataflow::channels::pact::{Exchange, Pipeline};
 
