@@ -2,22 +2,23 @@
 
 use serde::{Deserialize, Serialize};
 
-/// `page_views` and `page_views_30s`: page views per url and window.
+/// `page_views` and `page_views_30s`: page views per url and window. The url's type is a
+/// parameter so that the job can serialise rows without copying each url into a `String`.
 #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
-pub struct PageViewRow {
+pub struct PageViewRow<S = String> {
     /// Window start, ms since the epoch.
     pub window_start_ms: u64,
     /// Window end (exclusive).
     pub window_end_ms: u64,
     /// The page.
-    pub url: String,
+    pub url: S,
     /// Page views in the window.
     pub count: u64,
 }
 
 /// `top_pages`: the most viewed urls of each `page_views_30s` window.
 #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
-pub struct TopPageRow {
+pub struct TopPageRow<S = String> {
     /// Window start.
     pub window_start_ms: u64,
     /// Window end (exclusive).
@@ -25,16 +26,16 @@ pub struct TopPageRow {
     /// 1 for the most viewed; ties ordered by url.
     pub rank: u32,
     /// The page.
-    pub url: String,
+    pub url: S,
     /// Page views in the window.
     pub count: u64,
 }
 
 /// `sessions`: a visitor's session, emitted when it closes.
 #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
-pub struct SessionRow {
+pub struct SessionRow<S = String> {
     /// The visitor.
-    pub visitor_id: String,
+    pub visitor_id: S,
     /// Time of the first click.
     pub session_start_ms: u64,
     /// Time of the last click.

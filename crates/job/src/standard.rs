@@ -416,7 +416,7 @@ impl StandardJob {
                 window_start_ms: w.start_ms,
                 window_end_ms: w.end_ms,
                 rank,
-                url: url.to_string(),
+                url,
                 count,
             };
             ((w.start_ms, rank), row)
@@ -432,7 +432,7 @@ impl StandardJob {
             let row = PageViewRow {
                 window_start_ms: w.start_ms,
                 window_end_ms: w.end_ms,
-                url: url.to_string(),
+                url: url.clone(),
                 count,
             };
             ((w, url), row)
@@ -452,7 +452,7 @@ impl StandardJob {
         let late = Self::late("sessions", &sessions.late, |v, (t, _url)| (v, t));
         let row = |(visitor, session, stats): (Str, Session, SessionStats)| {
             let row = SessionRow {
-                visitor_id: visitor.to_string(),
+                visitor_id: visitor.clone(),
                 session_start_ms: session.start_ms,
                 session_end_ms: session.end_ms,
                 clicks: stats.clicks,
