@@ -9,8 +9,8 @@ use hyperloglockless::HyperLogLogPlus;
 use rustc_hash::{FxHashMap, FxHashSet};
 use timely::dataflow::channels::pact::{Exchange, Pipeline};
 
+use super::EventTimeOutput;
 use super::pane_tables::PaneTables;
-use super::{EventTimeOutput, Routed, route_late};
 use crate::dstream::{DStream, Data, Key, Piece, batch_binary_eager, batch_unary, route};
 use crate::error::{EngineError, Result};
 use crate::metrics::{StateSize, table_bytes};
@@ -54,33 +54,18 @@ impl<'s, K: Key, V: Data> DStream<'s, (K, V)> {
         let state_name = self.shared.state_name("distinct_count_in_window");
         let size_ms = windows.size_ms();
 
-        let mut tracker = WatermarkTracker::default();
-        let mut seen: PaneTables<K, ()> = PaneTables::default();
-        let late_metrics = Arc::clone(&metrics);
-        let routed = batch_binary_eager(
-            &self.stream,
-            &wm,
-            Pipeline,
-            Pipeline,
+        let (keys, late) = self.pre_aggregate(
             "DistinctPre",
-            move |_b, piece, out| match piece {
-                Piece::Data(data) => {
-                    let before = tracker.current();
-                    let late =
-                        route_late(data.drain(..), &windows, &ts, before, out, |k, _v, t| {
-                            for w in windows.assign(t) {
-                                seen.table(w.start_ms).insert(k.clone(), ());
-                            }
-                        });
-                    late_metrics.add_late(late);
-                }
-                Piece::End(reports) => {
-                    seen.drain(|start, k, ()| out.push(Routed::Out((k, start))));
-                    tracker.advance(&reports);
+            windows,
+            ts,
+            PaneTables::<K, ()>::default(),
+            move |seen, k, _v, t| {
+                for w in windows.assign(t) {
+                    seen.table(w.start_ms).insert(k.clone(), ());
                 }
             },
-        );
-        let (keys, late) = self.split_routed(routed);
+            |seen, out| seen.drain(|start, k, ()| out((k, start))),
+        )?;
 
         let mut tracker = WatermarkTracker::default();
         let mut open: BTreeMap<u64, FxHashSet<K>> = BTreeMap::new();
@@ -190,39 +175,21 @@ impl<'s, K: Key, V: Data> DStream<'s, (K, V)> {
         let size_ms = windows.size_ms();
 
         // Stage 1, on the worker that read the event: one sketch per window this batch touches.
-        let mut tracker = WatermarkTracker::default();
-        let mut sketches: BTreeMap<u64, HyperLogLogPlus> = BTreeMap::new();
-        let late_metrics = Arc::clone(&metrics);
-        let routed = batch_binary_eager(
-            &self.stream,
-            &wm,
-            Pipeline,
-            Pipeline,
+        let (partials, late) = self.pre_aggregate(
             "SketchPre",
-            move |_b, piece, out| match piece {
-                Piece::Data(data) => {
-                    let before = tracker.current();
-                    let late =
-                        route_late(data.drain(..), &windows, &ts, before, out, |k, _v, t| {
-                            for w in windows.assign(t) {
-                                sketches
-                                    .entry(w.start_ms)
-                                    .or_insert_with(|| {
-                                        HyperLogLogPlus::seeded(precision, SKETCH_SEED)
-                                    })
-                                    .insert(&k);
-                            }
-                        });
-                    late_metrics.add_late(late);
-                }
-                Piece::End(reports) => {
-                    let all = std::mem::take(&mut sketches);
-                    out.extend(all.into_iter().map(Routed::Out));
-                    tracker.advance(&reports);
+            windows,
+            ts,
+            BTreeMap::<u64, HyperLogLogPlus>::new(),
+            move |sketches, k, _v, t| {
+                for w in windows.assign(t) {
+                    sketches
+                        .entry(w.start_ms)
+                        .or_insert_with(|| HyperLogLogPlus::seeded(precision, SKETCH_SEED))
+                        .insert(&k);
                 }
             },
-        );
-        let (partials, late) = self.split_routed(routed);
+            |sketches, out| std::mem::take(sketches).into_iter().for_each(out),
+        )?;
 
         // Stage 2, on the window's worker: merge the sketches, estimate when the window closes.
         let mut tracker = WatermarkTracker::default();

@@ -31,13 +31,16 @@ pub mod window_aggregate;
 pub use session::Session;
 pub use window_aggregate::{Aggregator, Count, Reduce};
 
+use std::sync::Arc;
+
 use serde::{Deserialize, Serialize};
 use timely::dataflow::StreamVec;
+use timely::dataflow::channels::pact::Pipeline;
 
-use crate::dstream::{DStream, Data};
+use crate::dstream::{DStream, Data, Piece, batch_binary_eager};
 use crate::error::{EngineError, Result};
 use crate::time::{BatchId, Windows};
-use crate::watermark::WatermarkReport;
+use crate::watermark::{WatermarkReport, WatermarkTracker};
 
 /// An event-time operator's results and the events that came too late for them.
 pub struct EventTimeOutput<'s, R: Data, L: Data> {
@@ -108,5 +111,49 @@ impl<'s, T: Data> DStream<'s, T> {
                 Routed::Late(x) => late.push(x),
             });
         (out.stream, late.stream)
+    }
+}
+
+impl<'s, K: Data, V: Data> DStream<'s, (K, V)> {
+    /// Stage 1 of the windowed operators, on the worker that read each event: events late for
+    /// their earliest window go to the late stream (and the metrics); every other is folded into
+    /// `state` with `fold(state, key, value, event time)`. When a batch ends, `flush` hands on what
+    /// the state gathered for it. Returns the partials and the late events.
+    ///
+    /// # Errors
+    /// As [`DStream::require_watermarks`], naming the operator `name`.
+    pub(crate) fn pre_aggregate<S: 'static, P: Data>(
+        &self,
+        name: &str,
+        windows: Windows,
+        ts: impl Fn(&V) -> u64 + 'static,
+        mut state: S,
+        mut fold: impl FnMut(&mut S, K, V, u64) + 'static,
+        mut flush: impl FnMut(&mut S, &mut dyn FnMut(P)) + 'static,
+    ) -> Result<(StreamVec<'s, BatchId, P>, StreamVec<'s, BatchId, (K, V)>)> {
+        let wm = self.require_watermarks(name)?;
+        let metrics = Arc::clone(&self.shared.metrics);
+        let mut tracker = WatermarkTracker::default();
+        let routed = batch_binary_eager(
+            &self.stream,
+            &wm,
+            Pipeline,
+            Pipeline,
+            name,
+            move |_b, piece, out| match piece {
+                Piece::Data(data) => {
+                    let before = tracker.current();
+                    let late = route_late(data.drain(..), &windows, &ts, before, out, |k, v, t| {
+                        fold(&mut state, k, v, t);
+                    });
+                    metrics.add_late(late);
+                }
+                Piece::End(reports) => {
+                    flush(&mut state, &mut |p| out.push(Routed::Out(p)));
+                    tracker.advance(&reports);
+                }
+            },
+        );
+        Ok(self.split_routed(routed))
     }
 }

@@ -6,8 +6,8 @@ use std::sync::Arc;
 use rustc_hash::FxHashMap;
 use timely::dataflow::channels::pact::{Exchange, Pipeline};
 
+use super::EventTimeOutput;
 use super::pane_tables::PaneTables;
-use super::{EventTimeOutput, Routed, route_late};
 use crate::dstream::{DStream, Data, Key, Piece, batch_binary_eager, route};
 use crate::error::Result;
 use crate::metrics::{StateSize, table_bytes};
@@ -198,35 +198,21 @@ impl<'s, K: Key, V: Data> DStream<'s, (K, V)> {
 
         // Stage 1, on the worker that read the event: late check and pre-aggregation.
         let pre_agg = agg.clone();
-        let mut tracker = WatermarkTracker::default();
-        let mut partial: PaneTables<K, A::Acc> = PaneTables::default();
-        let late_metrics = Arc::clone(&metrics);
-        let routed = batch_binary_eager(
-            &self.stream,
-            &wm,
-            Pipeline,
-            Pipeline,
+        let (partials, late) = self.pre_aggregate(
             "WindowPreAggregate",
-            move |_b, piece, out| match piece {
-                Piece::Data(data) => {
-                    let before = tracker.current();
-                    let late = route_late(data.drain(..), &windows, &ts, before, out, |k, v, t| {
-                        let pane = t - t % slide_ms;
-                        let acc = partial
-                            .table(pane)
-                            .entry(k)
-                            .or_insert_with(|| pre_agg.init());
-                        pre_agg.add(acc, v);
-                    });
-                    late_metrics.add_late(late);
-                }
-                Piece::End(reports) => {
-                    partial.drain(|pane, k, acc| out.push(Routed::Out((k, pane, acc))));
-                    tracker.advance(&reports);
-                }
+            windows,
+            ts,
+            PaneTables::<K, A::Acc>::default(),
+            move |partial, k, v, t| {
+                let pane = t - t % slide_ms;
+                let acc = partial
+                    .table(pane)
+                    .entry(k)
+                    .or_insert_with(|| pre_agg.init());
+                pre_agg.add(acc, v);
             },
-        );
-        let (partials, late) = self.split_routed(routed);
+            |partial, out| partial.drain(|pane, k, acc| out((k, pane, acc))),
+        )?;
 
         // Stage 2, on the key's worker: merge partials into panes, close windows the watermark
         // passed. A tumbling window is one pane, so there the pane's worker will do: a few hot
