@@ -68,6 +68,8 @@ pub use error::{EngineError, Result};
 pub use event_time::{EventTimeOutput, Session};
 pub use job::Job;
 pub use operators::map_with_state::State;
-pub use operators::output::{BatchInfo, write_file_atomically, write_json_lines_atomically};
+pub use operators::output::{
+    BatchInfo, replace_file_atomically, write_file_atomically, write_json_lines_atomically,
+};
 pub use source::{EventTime, QueueSource};
 pub use time::{BatchClock, BatchId, Window, Windows};

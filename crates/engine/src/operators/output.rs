@@ -218,6 +218,24 @@ pub fn write_json_lines_atomically<T: Serialize>(path: &Path, rows: &[T]) -> std
 /// # Errors
 /// Any I/O error; the target is then left untouched.
 pub fn write_file_atomically(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
+    replace_file_atomically(path, |tmp| {
+        let mut file = std::fs::File::create(tmp)?;
+        file.write_all(bytes)?;
+        Ok(file)
+    })
+}
+
+/// Replaces `path` atomically with what `fill` writes: `fill` creates (or truncates) and fills
+/// the temporary file it is given, in the same directory as `path` (created when needed); the
+/// file it returns is fsynced, then renamed over `path`. For writers that open the file their own
+/// way, such as past the page cache.
+///
+/// # Errors
+/// Any I/O error, `fill`'s included; the target is then left untouched.
+pub fn replace_file_atomically(
+    path: &Path,
+    fill: impl FnOnce(&Path) -> std::io::Result<std::fs::File>,
+) -> std::io::Result<()> {
     let dir = path
         .parent()
         .filter(|p| !p.as_os_str().is_empty())
@@ -228,11 +246,7 @@ pub fn write_file_atomically(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
         .map(|n| n.to_string_lossy().into_owned())
         .unwrap_or_default();
     let tmp = dir.join(format!(".{name}.tmp"));
-    {
-        let mut file = std::fs::File::create(&tmp)?;
-        file.write_all(bytes)?;
-        file.sync_all()?;
-    }
+    fill(&tmp)?.sync_all()?;
     std::fs::rename(&tmp, path)
 }
 
