@@ -6,10 +6,12 @@ use std::collections::HashMap;
 use std::io::{BufRead, Write};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, RwLock};
+use std::sync::{Arc, Mutex, RwLock};
 use std::time::Duration;
 
 use fastbloom::BloomFilter;
+use rustc_hash::FxHashMap;
+use smol_str::SmolStr;
 
 use crate::config::{HistoryConfig, valid_table_name};
 
@@ -51,26 +53,74 @@ pub struct HistoryRow {
     pub segment: String,
 }
 
+/// One version of the table, as lookups read it.
 struct Index {
+    /// Which version: 0 for the first, one more for each reload.
+    generation: u64,
     bloom: BloomFilter,
-    rows: HashMap<String, HistoryRow>,
+    segments: FxHashMap<Box<str>, SmolStr>,
 }
 
 impl Index {
-    fn new(rows: HashMap<String, HistoryRow>) -> Self {
+    fn new(rows: HashMap<String, HistoryRow>, generation: u64) -> Self {
         let mut bloom = BloomFilter::with_false_pos(0.01).expected_items(rows.len().max(1));
         for k in rows.keys() {
             bloom.insert(k.as_str());
         }
-        Index { bloom, rows }
+        let segments = rows
+            .into_iter()
+            .map(|(visitor, row)| (visitor.into_boxed_str(), SmolStr::new(row.segment)))
+            .collect();
+        Index {
+            generation,
+            bloom,
+            segments,
+        }
+    }
+
+    /// The segment of `visitor_id`, counted in `counts`.
+    fn segment_of(&self, visitor_id: &str, counts: &Counts) -> SmolStr {
+        counts.lookups.fetch_add(1, Ordering::Relaxed);
+        if !self.bloom.contains(visitor_id) {
+            counts.skipped.fetch_add(1, Ordering::Relaxed);
+            return SmolStr::new_static(UNKNOWN_SEGMENT);
+        }
+        self.segments
+            .get(visitor_id)
+            .cloned()
+            .unwrap_or_else(|| SmolStr::new_static(UNKNOWN_SEGMENT))
+    }
+}
+
+/// Lookups and Bloom-filter skips of one reader. Each reader counts in its own cache line, so
+/// workers looking up at once never contend for one.
+#[derive(Debug, Default)]
+#[repr(align(128))]
+struct Counts {
+    lookups: AtomicU64,
+    skipped: AtomicU64,
+}
+
+impl Counts {
+    fn add(&self, other: &Counts) {
+        for (to, from) in [
+            (&self.lookups, &other.lookups),
+            (&self.skipped, &other.skipped),
+        ] {
+            to.fetch_add(from.load(Ordering::Relaxed), Ordering::Relaxed);
+        }
     }
 }
 
 /// The table, shared by every worker; swapped whole on reload.
 pub struct History {
     index: RwLock<Arc<Index>>,
-    lookups: AtomicU64,
-    skipped: AtomicU64,
+    /// The current index's generation, read without the lock so that readers notice a reload.
+    generation: AtomicU64,
+    /// The counts of lookups made through [`History::segment_of`] and of dropped readers.
+    own: Arc<Counts>,
+    /// The counts of live readers.
+    readers: Mutex<Vec<Arc<Counts>>>,
 }
 
 impl std::fmt::Debug for History {
@@ -83,13 +133,49 @@ impl std::fmt::Debug for History {
     }
 }
 
+/// One worker's view of the [`History`]: looks up without taking the table's lock or touching
+/// memory another worker writes, and picks up a reloaded table at its next lookup.
+pub struct HistoryReader {
+    history: Arc<History>,
+    index: Arc<Index>,
+    counts: Arc<Counts>,
+}
+
+impl std::fmt::Debug for HistoryReader {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("HistoryReader")
+            .field("generation", &self.index.generation)
+            .field("counts", &self.counts)
+            .finish()
+    }
+}
+
+impl HistoryReader {
+    /// The segment of `visitor_id`, as [`History::segment_of`] gives it.
+    pub fn segment_of(&mut self, visitor_id: &str) -> SmolStr {
+        if self.history.generation.load(Ordering::Acquire) != self.index.generation {
+            self.index = self.history.current();
+        }
+        self.index.segment_of(visitor_id, &self.counts)
+    }
+}
+
+impl Drop for HistoryReader {
+    fn drop(&mut self) {
+        let mut readers = self.history.lock_readers();
+        self.history.own.add(&self.counts);
+        readers.retain(|c| !Arc::ptr_eq(c, &self.counts));
+    }
+}
+
 impl History {
     /// A table holding `rows`.
     pub fn new(rows: HashMap<String, HistoryRow>) -> Self {
         History {
-            index: RwLock::new(Arc::new(Index::new(rows))),
-            lookups: AtomicU64::new(0),
-            skipped: AtomicU64::new(0),
+            index: RwLock::new(Arc::new(Index::new(rows, 0))),
+            generation: AtomicU64::new(0),
+            own: Arc::default(),
+            readers: Mutex::default(),
         }
     }
 
@@ -102,27 +188,43 @@ impl History {
     }
 
     /// The segment of `visitor_id`, [`UNKNOWN_SEGMENT`] when the table has no entry. The Bloom
-    /// filter answers "certainly not there" for most unknown visitors without a lookup.
-    pub fn segment_of(&self, visitor_id: &str) -> String {
-        self.lookups.fetch_add(1, Ordering::Relaxed);
-        let index = Arc::clone(&self.index.read().unwrap_or_else(|p| p.into_inner()));
-        if !index.bloom.contains(visitor_id) {
-            self.skipped.fetch_add(1, Ordering::Relaxed);
-            return UNKNOWN_SEGMENT.to_string();
+    /// filter answers "certainly not there" for most unknown visitors without a lookup. For
+    /// lookups record by record, a [`HistoryReader`] per worker is cheaper.
+    pub fn segment_of(&self, visitor_id: &str) -> SmolStr {
+        self.current().segment_of(visitor_id, &self.own)
+    }
+
+    /// A reader for one worker's lookups; its counts join the table's.
+    pub fn reader(self: &Arc<Self>) -> HistoryReader {
+        let counts = Arc::<Counts>::default();
+        self.lock_readers().push(Arc::clone(&counts));
+        HistoryReader {
+            history: Arc::clone(self),
+            index: self.current(),
+            counts,
         }
-        index
-            .rows
-            .get(visitor_id)
-            .map_or_else(|| UNKNOWN_SEGMENT.to_string(), |r| r.segment.clone())
+    }
+
+    fn current(&self) -> Arc<Index> {
+        Arc::clone(&self.index.read().unwrap_or_else(|p| p.into_inner()))
+    }
+
+    fn lock_readers(&self) -> std::sync::MutexGuard<'_, Vec<Arc<Counts>>> {
+        self.readers.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Lookups and skips so far, every reader's included.
+    fn counts(&self) -> Counts {
+        let total = Counts::default();
+        let readers = self.lock_readers();
+        total.add(&self.own);
+        readers.iter().for_each(|c| total.add(c));
+        total
     }
 
     /// Visitors in the table.
     pub fn len(&self) -> usize {
-        self.index
-            .read()
-            .unwrap_or_else(|p| p.into_inner())
-            .rows
-            .len()
+        self.current().segments.len()
     }
 
     /// Whether the table is empty.
@@ -132,23 +234,27 @@ impl History {
 
     /// Lookups asked for so far.
     pub fn lookups(&self) -> u64 {
-        self.lookups.load(Ordering::Relaxed)
+        self.counts().lookups.into_inner()
     }
 
     /// The share of lookups the Bloom filter answered without touching the table.
     pub fn skip_rate(&self) -> f64 {
-        let n = self.lookups();
+        let counts = self.counts();
+        let n = counts.lookups.into_inner();
         if n == 0 {
             0.0
         } else {
-            self.skipped.load(Ordering::Relaxed) as f64 / n as f64
+            counts.skipped.into_inner() as f64 / n as f64
         }
     }
 
     /// Replaces the table.
     pub fn replace(&self, rows: HashMap<String, HistoryRow>) {
-        let fresh = Arc::new(Index::new(rows));
-        *self.index.write().unwrap_or_else(|p| p.into_inner()) = fresh;
+        let mut index = self.index.write().unwrap_or_else(|p| p.into_inner());
+        let generation = index.generation + 1;
+        *index = Arc::new(Index::new(rows, generation));
+        // Readers compare this with their index's generation at every lookup.
+        self.generation.store(generation, Ordering::Release);
     }
 
     /// Reloads the table every `config.reload` on a background thread until `self` is dropped
@@ -321,6 +427,64 @@ mod tests {
         }
         // 2 of 3000 lookups hit; nearly all misses are answered by the filter.
         assert!(h.skip_rate() > 0.95, "skip rate {}", h.skip_rate());
+    }
+
+    fn table(rows: &[(&str, &str)]) -> HashMap<String, HistoryRow> {
+        rows.iter()
+            .map(|(v, s)| {
+                let row = HistoryRow {
+                    lifetime_visits: 1,
+                    segment: s.to_string(),
+                };
+                (v.to_string(), row)
+            })
+            .collect()
+    }
+
+    #[test]
+    fn readers_see_reloads_and_their_counts_join_the_table_s_after_they_are_dropped() {
+        let h = Arc::new(History::new(table(&[("v1", "vip")])));
+        let mut a = h.reader();
+        let mut b = h.reader();
+        assert_eq!(a.segment_of("v1"), "vip");
+        assert_eq!(b.segment_of("v2"), UNKNOWN_SEGMENT);
+        h.replace(table(&[("v2", "new")]));
+        // Both readers pick up the new table at their next lookup.
+        assert_eq!(a.segment_of("v1"), UNKNOWN_SEGMENT);
+        assert_eq!(b.segment_of("v2"), "new");
+        assert_eq!(h.segment_of("v2"), "new");
+        assert_eq!(h.lookups(), 5);
+        drop(a);
+        assert_eq!(h.lookups(), 5, "a dropped reader's lookups still count");
+        h.replace(table(&[]));
+        assert_eq!(b.segment_of("v2"), UNKNOWN_SEGMENT);
+        assert_eq!(h.lookups(), 6);
+        assert!(h.is_empty());
+    }
+
+    #[test]
+    fn readers_on_several_threads_agree_with_the_table_and_count_every_lookup() {
+        let h = Arc::new(History::new(demo_history().collect()));
+        let threads: Vec<_> = (0..4u64)
+            .map(|t| {
+                let mut reader = h.reader();
+                let model: HashMap<String, HistoryRow> = demo_history().collect();
+                std::thread::spawn(move || {
+                    for k in (t..30_000).step_by(4) {
+                        let visitor = format!("v{k}");
+                        let want = model.get(&visitor).map_or(UNKNOWN_SEGMENT, |r| &r.segment);
+                        assert_eq!(reader.segment_of(&visitor), want, "{visitor}");
+                    }
+                })
+            })
+            .collect();
+        for t in threads {
+            t.join().unwrap();
+        }
+        assert_eq!(h.lookups(), 30_000);
+        // A third of the visitors have history; the filter answers nearly all of the rest.
+        let rate = h.skip_rate();
+        assert!((0.6..0.67).contains(&rate), "skip rate {rate}");
     }
 
     #[test]

@@ -466,7 +466,7 @@ impl StandardJob {
 
         // A session closes once the watermark passes its last click plus the gap: windows over the
         // last click must wait that long too, or every session would be late for them.
-        let history = Arc::clone(&self.history);
+        let mut history = self.history.reader();
         let by_segment = sessions.output.delay_watermark(s.session_gap)?.map(
             move |(visitor, session, stats)| {
                 (history.segment_of(&visitor), (session.end_ms, stats.clicks))
@@ -477,16 +477,15 @@ impl StandardJob {
             |v: &(u64, u64)| v.0,
             SegmentAgg,
         )?;
-        let row = |(segment, w, (sessions, clicks)): (String, Window, (u64, u64))| {
-            let key = (w, segment.clone());
+        let row = |(segment, w, (sessions, clicks)): (Str, Window, (u64, u64))| {
             let row = SegmentRow {
                 window_start_ms: w.start_ms,
                 window_end_ms: w.end_ms,
-                segment,
+                segment: segment.to_string(),
                 sessions,
                 clicks,
             };
-            (key, row)
+            ((w, segment), row)
         };
         self.publish("segments", &segments.output, row, |r| {
             Some((r.window_start_ms, r.window_end_ms))
