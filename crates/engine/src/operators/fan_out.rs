@@ -25,17 +25,22 @@ macro_rules! fan_out {
                 builder.set_notify_for(0, FrontierInterest::Never);
                 $(let (mut $out, $stream) = builder.new_output::<Vec<$ty>>();)+
                 builder.build(move |_capabilities| {
-                    $(let mut $buf: Vec<$ty> = Vec::new();)+
+                    // Each output's buffer and how many records it took from the last container.
+                    $(let mut $buf: (Vec<$ty>, usize) = (Vec::new(), 0);)+
                     move |_frontiers| {
                         $(let mut $out = $out.activate();)+
                         input.for_each_time(|time, containers| {
                             for container in containers {
+                                // `give` takes the buffer and leaves an empty one: size it once
+                                // from the last container instead of growing it record by record.
+                                $($buf.0.reserve($buf.1);)+
                                 for record in container.drain(..) {
-                                    f(record, $(&mut $buf),+);
+                                    f(record, $(&mut $buf.0),+);
                                 }
+                                $($buf.1 = $buf.0.len();
+                                $out.give(&time, &mut $buf.0);
                                 // `give` may leave another container's records behind.
-                                $($out.give(&time, &mut $buf);
-                                $buf.clear();)+
+                                $buf.0.clear();)+
                             }
                         });
                     }
