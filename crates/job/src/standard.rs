@@ -348,7 +348,9 @@ impl StandardJob {
             if rows.is_empty() {
                 return Vec::new();
             }
-            rows.sort_by(|a, b| a.0.cmp(&b.0));
+            // In place, without the stable sort's buffer: rows with equal keys are equal rows
+            // (every stream's key is unique to its row, or the row itself).
+            rows.sort_unstable_by(|a, b| a.0.cmp(&b.0));
             vec![rows]
         });
         let out = self.outputs.clone();
