@@ -86,17 +86,27 @@ fn sink_writes_rows_with_keys_and_headers() {
     ))
     .unwrap();
     sink.write(&segments(4)).unwrap();
-    // Empty batches write nothing.
+    // Empty batches write nothing: the next batch names batch 4 as the one before it.
     sink.write(&page_views(5, &[])).unwrap();
+    sink.write(&page_views(6, &[("/later", 1)])).unwrap();
 
     let mut rows = read_all(
         &brokers,
         "clickpulse.page_views",
-        3,
+        4,
         Duration::from_secs(20),
     );
-    assert_eq!(rows.len(), 3);
-    rows.sort_by_key(|r| r.headers[record::ROW_HEADER].clone());
+    assert_eq!(rows.len(), 4);
+    rows.sort_by_key(|r| {
+        let h = &r.headers;
+        (
+            h[record::BATCH_HEADER].clone(),
+            h[record::ROW_HEADER].clone(),
+        )
+    });
+    let later = rows.pop().unwrap();
+    assert_eq!(later.headers[record::BATCH_HEADER], "6");
+    assert_eq!(later.headers[record::PREV_BATCH_HEADER], "4");
     for (i, (row, url)) in rows
         .iter()
         .zip(["/news", "/sports", "/weather"])
@@ -111,6 +121,10 @@ fn sink_writes_rows_with_keys_and_headers() {
         assert_eq!(h[record::WINDOW_END_HEADER], "5000");
         assert_eq!(h[record::BATCH_ROWS_HEADER], "3");
         assert_eq!(h[record::ROW_HEADER], i.to_string());
+        assert!(
+            !h.contains_key(record::PREV_BATCH_HEADER),
+            "the stream's first batch"
+        );
     }
 
     let segs = read_all(&brokers, "segments.out", 2, Duration::from_secs(20));
@@ -161,15 +175,14 @@ fn result_consumer_gives_back_the_batches_the_sink_wrote() {
         std::thread::sleep(Duration::from_millis(20));
     }
     live.stop();
-    // Every batch whole, rows in order; batches whose rows went through different partitions may
-    // come in either order (see the consumer's docs), so they are compared by batch id.
-    let mut live_batches = got.lock().unwrap().clone();
-    live_batches.sort_by_key(|b| b.batch);
+    // Every batch whole, rows in order, batches in order: a batch whose rows were fetched from one
+    // partition before any row of the batch before it from another waits for that batch (its
+    // `prev_batch` header names it).
+    let live_batches = got.lock().unwrap().clone();
     assert_eq!(live_batches, written);
 
-    // From the beginning, later: the same batches again (in either order across partitions, as
-    // above).
-    let mut again = collect(
+    // From the beginning, later: the same batches again, in order.
+    let again = collect(
         &brokers,
         "page_views",
         "clickpulse.page_views",
@@ -177,7 +190,6 @@ fn result_consumer_gives_back_the_batches_the_sink_wrote() {
         written.len(),
         Duration::ZERO,
     );
-    again.sort_by_key(|b| b.batch);
     assert_eq!(again, written);
 
     // A bounded history: from the last record of each partition on, handed over in batch order

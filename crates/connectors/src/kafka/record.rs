@@ -10,9 +10,12 @@
 //! | header `window_start_ms`, `window_end_ms` | the batch's window bounds, decimal; absent when the stream is not windowed |
 //! | header `batch_rows` | how many rows the batch has for this stream, decimal |
 //! | header `row` | the row's index in the batch, `0..batch_rows`, decimal |
+//! | header `prev_batch` | the batch this sink wrote for the stream before this one, decimal; absent for its first |
 //!
 //! `batch_rows` and `row` let a reader tell when it has a whole batch, and restore the rows'
-//! order even when they were spread over several partitions by their keys.
+//! order even when they were spread over several partitions by their keys. `prev_batch` lets it
+//! tell that an older batch is still on its way: rows of a batch can be fetched from one
+//! partition before any row of the batch before it is fetched from another.
 
 use clickpulse_events::JsonRow;
 use rdkafka::message::{Header, Headers, Message, OwnedHeaders};
@@ -31,14 +34,17 @@ pub const WINDOW_END_HEADER: &str = "window_end_ms";
 pub const BATCH_ROWS_HEADER: &str = "batch_rows";
 /// The header holding the row's index in its batch.
 pub const ROW_HEADER: &str = "row";
+/// The header holding the batch the writer wrote for the stream before this one.
+pub const PREV_BATCH_HEADER: &str = "prev_batch";
 
-/// The headers of row `row` of `batch`.
-pub(crate) fn headers_for(batch: &ResultBatch, row: usize) -> OwnedHeaders {
+/// The headers of row `row` of `batch`, which follows the stream's batch `prev`.
+pub(crate) fn headers_for(batch: &ResultBatch, row: usize, prev: Option<u64>) -> OwnedHeaders {
     let batch_id = batch.batch.to_string();
     let start = batch.window_start_ms.map(|v| v.to_string());
     let end = batch.window_end_ms.map(|v| v.to_string());
     let rows = batch.rows.len().to_string();
     let row = row.to_string();
+    let prev = prev.map(|b| b.to_string());
     let fields = [
         (STREAM_HEADER, Some(batch.stream.as_str())),
         (BATCH_HEADER, Some(batch_id.as_str())),
@@ -46,12 +52,13 @@ pub(crate) fn headers_for(batch: &ResultBatch, row: usize) -> OwnedHeaders {
         (WINDOW_END_HEADER, end.as_deref()),
         (BATCH_ROWS_HEADER, Some(rows.as_str())),
         (ROW_HEADER, Some(row.as_str())),
+        (PREV_BATCH_HEADER, prev.as_deref()),
     ];
     fields
         .into_iter()
         .filter_map(|(key, value)| value.map(|v| (key, v)))
         .fold(
-            OwnedHeaders::new_with_capacity(6),
+            OwnedHeaders::new_with_capacity(7),
             |headers, (key, value)| {
                 headers.insert(Header {
                     key,
@@ -70,6 +77,7 @@ pub(crate) struct RowRecord {
     pub window_end_ms: Option<u64>,
     pub batch_rows: Option<u64>,
     pub row: Option<u64>,
+    pub prev_batch: Option<u64>,
     pub value: JsonRow,
 }
 
@@ -88,6 +96,7 @@ pub(crate) fn read_record(message: &impl Message) -> Result<RowRecord, String> {
         window_end_ms: None,
         batch_rows: None,
         row: None,
+        prev_batch: None,
         value,
     };
     let mut batch = None;
@@ -107,6 +116,7 @@ pub(crate) fn read_record(message: &impl Message) -> Result<RowRecord, String> {
                 WINDOW_END_HEADER => record.window_end_ms = Some(number()?),
                 BATCH_ROWS_HEADER => record.batch_rows = Some(number()?),
                 ROW_HEADER => record.row = Some(number()?),
+                PREV_BATCH_HEADER => record.prev_batch = Some(number()?),
                 _ => {}
             }
         }

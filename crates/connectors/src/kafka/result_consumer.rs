@@ -40,12 +40,13 @@ pub enum StartFrom {
 /// Records are read as [`KafkaSink`](super::KafkaSink) writes them (see
 /// [`record`](super::record)) and put together again into [`ResultBatch`]es: a batch is handed
 /// over when all its `batch_rows` rows are in, with the rows in their original order, whatever
-/// partitions they came through. A complete batch waits for older incomplete ones, so batches
-/// come in batch order, except that an older batch none of whose rows has been fetched yet
-/// cannot hold a later one back: rows travel through several partitions, fetched independently,
-/// so a reader that needs strict order sorts by batch id. A batch that gets no new row for the
-/// idle timeout (default 1 s) is handed over as it is — the first batch after a
-/// [`StartFrom::Recent`] start is usually cut. Records without `batch_rows` (other writers) are grouped by consecutive `batch` headers.
+/// partitions they came through. Batches come in batch order: a complete batch waits for older
+/// incomplete ones, and for the batch its `prev_batch` header names until that one has been
+/// handed over. (Rows travel through several partitions, fetched independently, so a batch can be
+/// complete before any row of the batch before it has been fetched.) A batch that gets no new
+/// row for the idle timeout (default 1 s) is handed over as it is, with every older one — the
+/// first batch after a [`StartFrom::Recent`] start is usually cut, and the first one read after
+/// any start may wait that long for a batch from before the start. Records without `batch_rows` (other writers) are grouped by consecutive `batch` headers.
 /// Records of other streams (their `stream` header differs) are skipped, so several streams may
 /// share a topic; records that are not result rows are logged and skipped.
 ///
@@ -318,6 +319,8 @@ pub(crate) struct Assembler {
     pending: BTreeMap<u64, Pending>,
     /// The batch of the latest record without a `batch_rows` header.
     open_unsized: Option<u64>,
+    /// The newest batch handed over.
+    handed: Option<u64>,
 }
 
 #[derive(Debug)]
@@ -325,6 +328,8 @@ struct Pending {
     window_start_ms: Option<u64>,
     window_end_ms: Option<u64>,
     expected: Option<u64>,
+    /// The batch written before this one, from the `prev_batch` header.
+    prev: Option<u64>,
     rows: Vec<(u64, JsonRow)>,
     updated: Instant,
 }
@@ -342,6 +347,7 @@ impl Assembler {
             idle_timeout,
             pending: BTreeMap::new(),
             open_unsized: None,
+            handed: None,
         }
     }
 
@@ -362,6 +368,7 @@ impl Assembler {
             window_start_ms: record.window_start_ms,
             window_end_ms: record.window_end_ms,
             expected: record.batch_rows,
+            prev: record.prev_batch,
             rows: Vec::new(),
             updated: now,
         });
@@ -372,11 +379,16 @@ impl Assembler {
         ready
     }
 
-    /// Hands over, in order, the complete batches that no incomplete older batch holds back.
+    /// Hands over, in order, the complete batches that no older batch holds back: neither an
+    /// incomplete one nor one named by `prev_batch` that has not been handed over yet.
     fn take_ready(&mut self) -> Vec<ResultBatch> {
         let mut ready = Vec::new();
         while let Some((&batch, pending)) = self.pending.first_key_value() {
-            if !pending.complete() {
+            // An older pending batch would be first; one not seen yet is still on its way.
+            let prev_on_its_way = pending
+                .prev
+                .is_some_and(|prev| self.handed.is_none_or(|h| h < prev));
+            if !pending.complete() || prev_on_its_way {
                 break;
             }
             ready.extend(self.take(batch));
@@ -406,6 +418,7 @@ impl Assembler {
         if self.open_unsized == Some(batch) {
             self.open_unsized = None;
         }
+        self.handed = self.handed.max(Some(batch));
         pending.rows.sort_by_key(|(i, _)| *i);
         Some(ResultBatch {
             stream: self.stream.clone(),
@@ -430,8 +443,21 @@ mod tests {
             window_end_ms: Some(batch * 1000 + 1000),
             batch_rows: rows,
             row: rows.map(|_| i),
+            prev_batch: None,
             value: json!({ "url": url }).into(),
         }
+    }
+
+    /// `record`, written after batch `prev`.
+    fn after(prev: u64, record: RowRecord) -> RowRecord {
+        RowRecord {
+            prev_batch: Some(prev),
+            ..record
+        }
+    }
+
+    fn batches(ready: &[ResultBatch]) -> Vec<(u64, Vec<String>)> {
+        ready.iter().map(|b| (b.batch, urls(b))).collect()
     }
 
     fn owned(v: &[&str]) -> Vec<String> {
@@ -472,6 +498,41 @@ mod tests {
         let ready = a.flush_idle(t + Duration::from_secs(1));
         let got: Vec<(u64, Vec<String>)> = ready.iter().map(|b| (b.batch, urls(b))).collect();
         assert_eq!(got, vec![(1, owned(&["/a"])), (2, owned(&["/b"]))]);
+    }
+
+    #[test]
+    fn a_batch_waits_for_the_one_before_it_even_before_any_of_its_rows_is_in() {
+        let t = Instant::now();
+        let mut a = Assembler::new("page_views", Duration::from_secs(1));
+        // Batch 3 comes whole before anything of batch 1 (batch 2 had no rows): it waits.
+        assert!(a.push(after(1, row(3, Some(1), 0, "/c")), t).is_empty());
+        assert!(a.push(row(1, Some(2), 1, "/b"), t).is_empty());
+        let ready = a.push(row(1, Some(2), 0, "/a"), t);
+        assert_eq!(
+            batches(&ready),
+            vec![(1, owned(&["/a", "/b"])), (3, owned(&["/c"]))]
+        );
+        // A batch whose predecessor has been handed over goes at once.
+        let ready = a.push(after(3, row(4, Some(1), 0, "/d")), t);
+        assert_eq!(batches(&ready), vec![(4, owned(&["/d"]))]);
+    }
+
+    #[test]
+    fn a_batch_whose_predecessor_never_comes_goes_when_idle() {
+        let t = Instant::now();
+        let mut a = Assembler::new("page_views", Duration::from_secs(1));
+        // Read from the middle of the topic: batch 6 is before the start and never comes.
+        assert!(a.push(after(6, row(7, Some(1), 0, "/g")), t).is_empty());
+        assert!(a.push(after(7, row(8, Some(1), 0, "/h")), t).is_empty());
+        assert!(a.flush_idle(t + Duration::from_millis(500)).is_empty());
+        let ready = a.flush_idle(t + Duration::from_secs(1));
+        assert_eq!(
+            batches(&ready),
+            vec![(7, owned(&["/g"])), (8, owned(&["/h"]))]
+        );
+        // From then on batches flow as they complete.
+        let ready = a.push(after(8, row(9, Some(1), 0, "/i")), t);
+        assert_eq!(batches(&ready), vec![(9, owned(&["/i"]))]);
     }
 
     #[test]

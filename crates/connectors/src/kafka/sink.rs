@@ -114,7 +114,8 @@ impl ProducerContext for SinkContext {
 ///
 /// Records are laid out as in [`record`](super::record): the JSON row as value, a key from the
 /// stream's [`KeySpec`] (default [`KeySpec::Auto`]), headers `stream`, `batch`,
-/// `window_start_ms`, `window_end_ms` (when windowed), `batch_rows` and `row`. A stream goes to
+/// `window_start_ms`, `window_end_ms` (when windowed), `batch_rows`, `row` and `prev_batch` (the
+/// batch this sink wrote for the stream before, so readers can wait for it). A stream goes to
 /// `clickpulse.<stream>` unless mapped to a topic of its own. Batches with no rows write
 /// nothing.
 ///
@@ -152,6 +153,8 @@ pub struct KafkaSink {
     keys: HashMap<String, KeySpec>,
     flush_timeout: Duration,
     name: String,
+    /// The last batch written for each stream.
+    last_batch: HashMap<String, u64>,
 }
 
 /// Configures a [`KafkaSink`]; made by [`KafkaSink::builder`].
@@ -216,6 +219,7 @@ impl KafkaSink {
 
     fn write_batch(&self, batch: &ResultBatch) -> Result<()> {
         let topic = self.topic_for(&batch.stream);
+        let prev = self.last_batch.get(&batch.stream).copied();
         let spec = self.key_spec(&batch.stream);
         let deadline = Instant::now() + self.flush_timeout;
         self.reset_tally();
@@ -226,7 +230,7 @@ impl KafkaSink {
             };
             let mut record = BaseRecord::to(&topic)
                 .payload(row.get().as_bytes())
-                .headers(headers_for(batch, i));
+                .headers(headers_for(batch, i, prev));
             if let Some(key) = key.as_deref() {
                 record = record.key(key);
             }
@@ -287,7 +291,9 @@ impl ResultSink for KafkaSink {
         self.write_batch(batch).map_err(|e| SinkError::Write {
             sink: format!("kafka ({})", self.topic_for(&batch.stream)),
             message: e.to_string(),
-        })
+        })?;
+        self.last_batch.insert(batch.stream.clone(), batch.batch);
+        Ok(())
     }
 }
 
@@ -364,6 +370,7 @@ impl KafkaSinkBuilder {
             keys: self.keys,
             flush_timeout: self.flush_timeout,
             name: format!("kafka ({})", self.brokers),
+            last_batch: HashMap::new(),
         })
     }
 }
