@@ -11,6 +11,7 @@ use clickpulse_engine::{DStream, Data, EngineError, EventTime, Job, Window, Wind
 use clickpulse_events::JsonRow;
 use rustc_hash::FxHashSet;
 use serde::{Deserialize, Serialize};
+use smallvec::SmallVec;
 
 use crate::click::{Click, IntoClick, SmolStr, TrendKind};
 use crate::config::{DistinctCount, JobConfig};
@@ -93,18 +94,20 @@ pub struct SessionStats {
 
 /// A session's distinct urls. Most sessions visit a handful, which a short list finds faster than
 /// any tree or table (and without an allocation per url); past [`UrlSet::LIST_MAX`] they move
-/// to a hash set, so a session of many distinct urls stays linear.
+/// to a hash set, so a session of many distinct urls stays linear. The first
+/// [`UrlSet::INLINE`] sit in the session's own state: most sessions visit one or two urls, and
+/// then their state takes no allocation and no second cache line elsewhere.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 enum UrlSet {
     /// Up to `LIST_MAX` urls, unordered.
-    List(Vec<Str>),
+    List(SmallVec<[Str; UrlSet::INLINE]>),
     /// More.
     Set(FxHashSet<Str>),
 }
 
 impl Default for UrlSet {
     fn default() -> Self {
-        UrlSet::List(Vec::new())
+        UrlSet::List(SmallVec::new())
     }
 }
 
@@ -120,6 +123,8 @@ impl Eq for UrlSet {}
 impl UrlSet {
     /// The most urls kept as a list.
     const LIST_MAX: usize = 16;
+    /// The most urls kept inline.
+    const INLINE: usize = 2;
 
     /// Adds `url` (once).
     fn insert(&mut self, url: Str) {
