@@ -1,6 +1,7 @@
 //! Keyed aggregation over event-time tumbling and sliding windows.
 
 use std::collections::BTreeMap;
+use std::collections::hash_map::Entry;
 use std::sync::Arc;
 
 use rustc_hash::FxHashMap;
@@ -87,11 +88,11 @@ impl<K: Key, A: Data> Panes<K, A> {
     }
 
     fn merge<V>(&mut self, agg: &impl Aggregator<V, Acc = A>, k: K, pane: u64, acc: A) {
-        let slot = self.panes.entry(pane).or_default();
-        match slot.get_mut(&k) {
-            Some(existing) => agg.merge(existing, acc),
-            None => {
-                slot.insert(k, acc);
+        // One probe whether the key is new to the pane or not.
+        match self.panes.entry(pane).or_default().entry(k) {
+            Entry::Occupied(mut existing) => agg.merge(existing.get_mut(), acc),
+            Entry::Vacant(slot) => {
+                slot.insert(acc);
             }
         }
     }
