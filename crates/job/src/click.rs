@@ -1,14 +1,17 @@
 //! The job's compact view of a click: projected once per event, then shared by every stream.
 //!
-//! Strings are [`SmolStr`]s: up to 23 bytes (visitor ids, urls, products and queries usually are)
-//! they live inline, so copying a click to the seven streams and into their state copies bytes
-//! and touches no reference count shared between threads (which `Arc<str>` did on every copy and
-//! drop). Longer strings are shared behind a reference count.
+//! Strings are [`HashedStr`]s: [`SmolStr`]s, which up to 23 bytes (visitor ids, urls, products
+//! and queries usually are) live inline, so copying a click to the seven streams and into their
+//! state copies bytes and touches no reference count shared between threads (which `Arc<str>` did
+//! on every copy and drop), each with its hash, computed once here for every table and exchange
+//! the string is a key of later.
 
 use clickpulse_events::ClickEvent;
 use clickpulse_events::binary::{self, ClickEventRef, DecodeError};
 use serde::{Deserialize, Serialize};
 pub use smol_str::SmolStr;
+
+use crate::hashed::HashedStr;
 
 /// What `trending` ranks a click by.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
@@ -38,13 +41,13 @@ pub struct Click {
     /// Event time.
     pub ts_ms: u64,
     /// The visitor.
-    pub visitor: SmolStr,
+    pub visitor: HashedStr,
     /// The url.
-    pub url: SmolStr,
+    pub url: HashedStr,
     /// Whether it is a page view (counts for `page_views`).
     pub page_view: bool,
     /// What `trending` counts it as, if anything.
-    pub trend: Option<(TrendKind, SmolStr)>,
+    pub trend: Option<(TrendKind, HashedStr)>,
 }
 
 impl Click {
@@ -109,16 +112,16 @@ impl Click {
         product: Option<&str>,
         query: Option<&str>,
     ) -> Click {
-        let url = SmolStr::new(url);
+        let url = HashedStr::new(url);
         let trend = match event_type {
             "page_view" => Some((TrendKind::Page, url.clone())),
-            "add_to_cart" => product.map(|p| (TrendKind::Product, SmolStr::new(p))),
-            "search" => query.map(|q| (TrendKind::Search, SmolStr::new(q))),
+            "add_to_cart" => product.map(|p| (TrendKind::Product, HashedStr::new(p))),
+            "search" => query.map(|q| (TrendKind::Search, HashedStr::new(q))),
             _ => None,
         };
         Click {
             ts_ms,
-            visitor: SmolStr::new(visitor),
+            visitor: HashedStr::new(visitor),
             url,
             page_view: event_type == "page_view",
             trend,

@@ -25,6 +25,7 @@
 
 pub mod click;
 pub mod config;
+pub mod hashed;
 pub mod history;
 mod outputs;
 pub mod rows;

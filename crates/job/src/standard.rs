@@ -15,6 +15,7 @@ use smallvec::SmallVec;
 
 use crate::click::{Click, IntoClick, SmolStr, TrendKind};
 use crate::config::{DistinctCount, JobConfig};
+use crate::hashed::HashedStr;
 use crate::history::History;
 use crate::outputs::Outputs;
 use crate::rows::{
@@ -80,7 +81,7 @@ pub struct StandardJob {
 }
 
 /// A string as the streams carry it (see [`crate::click`]).
-type Str = SmolStr;
+type Str = HashedStr;
 
 /// An event time and a string: the visitor (keyed by url or item) or the url (keyed by visitor).
 type Timed = (u64, Str);
@@ -164,23 +165,20 @@ impl UrlSet {
     }
 
     /// Whether `url` is one of them.
-    fn contains(&self, url: &str) -> bool {
+    fn contains(&self, url: &Str) -> bool {
         match self {
-            UrlSet::List(list) => list.iter().any(|u| u == url),
+            UrlSet::List(list) => list.contains(url),
             UrlSet::Set(set) => set.contains(url),
         }
     }
 
     /// The urls, in no particular order.
-    fn iter(&self) -> impl Iterator<Item = &str> {
+    fn iter(&self) -> impl Iterator<Item = &Str> {
         let (list, set) = match self {
             UrlSet::List(list) => (Some(list.iter()), None),
             UrlSet::Set(set) => (None, Some(set.iter())),
         };
-        list.into_iter()
-            .flatten()
-            .chain(set.into_iter().flatten())
-            .map(SmolStr::as_str)
+        list.into_iter().flatten().chain(set.into_iter().flatten())
     }
 }
 
@@ -484,7 +482,7 @@ impl StandardJob {
             |v: &(u64, u64)| v.0,
             SegmentAgg,
         )?;
-        let row = |(segment, w, (sessions, clicks)): (Str, Window, (u64, u64))| {
+        let row = |(segment, w, (sessions, clicks)): (SmolStr, Window, (u64, u64))| {
             let row = SegmentRow {
                 window_start_ms: w.start_ms,
                 window_end_ms: w.end_ms,
@@ -598,9 +596,9 @@ mod tests {
             model.insert(u.as_str());
             assert_eq!(set.len(), model.len());
         }
-        let got: BTreeSet<&str> = set.iter().collect();
+        let got: BTreeSet<&str> = set.iter().map(Str::as_str).collect();
         assert_eq!(got, model);
-        assert!(model.iter().all(|u| set.contains(u)));
+        assert!(model.iter().all(|u| set.contains(&Str::new(u))));
         set
     }
 
