@@ -1,5 +1,6 @@
 //! The `clickpulse` command: demo, run, replay, serve, bench.
 
+mod alloc;
 mod bench;
 mod demo;
 mod feeds;
@@ -126,6 +127,10 @@ fn run_config(args: &RunArgs) -> anyhow::Result<JobConfig> {
 fn run(args: RunArgs) -> anyhow::Result<()> {
     let config = run_config(&args)?;
     let mode = if args.until_end {
+        if args.serve.is_none() {
+            // The process ends with the input: no need to hand memory back before then.
+            alloc::keep_freed_memory();
+        }
         RunMode::UntilEnd
     } else {
         RunMode::Continuous
