@@ -39,22 +39,27 @@ fn segments(batch: u64) -> ResultBatch {
     }
 }
 
-/// Collects what a consumer hands over, until `n` batches are in (or 20 s pass) and then for
-/// `settle` more.
+/// The idle timeout of consumers whose batches must all come whole and in order: long enough
+/// that a partition fetched late on a busy machine does not cut a batch.
+const PATIENT: Duration = Duration::from_secs(5);
+
+/// Collects what a consumer (with `idle` as its idle timeout) hands over, until `n` batches are
+/// in (or 20 s pass) and then for `settle` more.
 fn collect(
     brokers: &str,
     stream: &str,
     topic: &str,
-    from: StartFrom,
+    (from, idle): (StartFrom, Duration),
     n: usize,
     settle: Duration,
 ) -> Vec<ResultBatch> {
     let got = Arc::new(Mutex::new(Vec::new()));
     let sink = Arc::clone(&got);
-    let consumer = ResultConsumer::start(brokers, stream, topic, from, move |b| {
-        sink.lock().unwrap().push(b);
-    })
-    .unwrap();
+    let consumer =
+        ResultConsumer::start_with_idle_timeout(brokers, stream, topic, from, idle, move |b| {
+            sink.lock().unwrap().push(b);
+        })
+        .unwrap();
     let deadline = Instant::now() + Duration::from_secs(20);
     while got.lock().unwrap().len() < n && Instant::now() < deadline {
         std::thread::sleep(Duration::from_millis(20));
@@ -98,11 +103,8 @@ fn sink_writes_rows_with_keys_and_headers() {
     );
     assert_eq!(rows.len(), 4);
     rows.sort_by_key(|r| {
-        let h = &r.headers;
-        (
-            h[record::BATCH_HEADER].clone(),
-            h[record::ROW_HEADER].clone(),
-        )
+        let number = |name: &str| r.headers[name].parse::<u64>().unwrap();
+        (number(record::BATCH_HEADER), number(record::ROW_HEADER))
     });
     let later = rows.pop().unwrap();
     assert_eq!(later.headers[record::BATCH_HEADER], "6");
@@ -156,11 +158,12 @@ fn result_consumer_gives_back_the_batches_the_sink_wrote() {
     // though each batch's rows went to three partitions by their keys.
     let got = Arc::new(Mutex::new(Vec::new()));
     let got_sink = Arc::clone(&got);
-    let live = ResultConsumer::start(
+    let live = ResultConsumer::start_with_idle_timeout(
         &brokers,
         "page_views",
         "clickpulse.page_views",
         StartFrom::End,
+        PATIENT,
         move |b| got_sink.lock().unwrap().push(b),
     )
     .unwrap();
@@ -186,7 +189,7 @@ fn result_consumer_gives_back_the_batches_the_sink_wrote() {
         &brokers,
         "page_views",
         "clickpulse.page_views",
-        StartFrom::Beginning,
+        (StartFrom::Beginning, PATIENT),
         written.len(),
         Duration::ZERO,
     );
@@ -199,7 +202,7 @@ fn result_consumer_gives_back_the_batches_the_sink_wrote() {
         &brokers,
         "page_views",
         "clickpulse.page_views",
-        StartFrom::Recent(1),
+        (StartFrom::Recent(1), Duration::from_secs(1)),
         1,
         Duration::from_millis(1500),
     );

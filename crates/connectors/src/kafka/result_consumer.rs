@@ -43,10 +43,12 @@ pub enum StartFrom {
 /// partitions they came through. Batches come in batch order: a complete batch waits for older
 /// incomplete ones, and for the batch its `prev_batch` header names until that one has been
 /// handed over. (Rows travel through several partitions, fetched independently, so a batch can be
-/// complete before any row of the batch before it has been fetched.) A batch that gets no new
-/// row for the idle timeout (default 1 s) is handed over as it is, with every older one — the
-/// first batch after a [`StartFrom::Recent`] start is usually cut, and the first one read after
-/// any start may wait that long for a batch from before the start. Records without `batch_rows` (other writers) are grouped by consecutive `batch` headers.
+/// complete before any row of the batch before it has been fetched.) A batch that, like every
+/// older pending batch, gets no new row for the idle timeout (default 1 s) is handed over as it
+/// is, with every older one — the first batch after a [`StartFrom::Recent`] start is usually
+/// cut, and the first one read after any start may wait that long for a batch from before the
+/// start. Rows of a batch older than one already handed over (a batch more than the idle timeout
+/// late) are dropped with a warning. Records without `batch_rows` (other writers) are grouped by consecutive `batch` headers.
 /// Records of other streams (their `stream` header differs) are skipped, so several streams may
 /// share a topic; records that are not result rows are logged and skipped.
 ///
@@ -321,6 +323,8 @@ pub(crate) struct Assembler {
     open_unsized: Option<u64>,
     /// The newest batch handed over.
     handed: Option<u64>,
+    /// The last batch whose late rows were dropped (to warn once per batch).
+    dropped: Option<u64>,
 }
 
 #[derive(Debug)]
@@ -348,12 +352,28 @@ impl Assembler {
             pending: BTreeMap::new(),
             open_unsized: None,
             handed: None,
+            dropped: None,
         }
     }
 
     /// Takes one row; returns the batches now ready, in batch order.
     pub(crate) fn push(&mut self, record: RowRecord, now: Instant) -> Vec<ResultBatch> {
         if record.stream.as_deref().is_some_and(|s| s != self.stream) {
+            return Vec::new();
+        }
+        if self.handed.is_some_and(|h| record.batch <= h)
+            && !self.pending.contains_key(&record.batch)
+        {
+            // A batch more than the idle timeout late: a later one has been handed over.
+            if self.dropped != Some(record.batch) {
+                self.dropped = Some(record.batch);
+                tracing::warn!(
+                    stream = %self.stream,
+                    batch = record.batch,
+                    handed = self.handed,
+                    "rows of a batch older than one already handed over: dropped"
+                );
+            }
             return Vec::new();
         }
         let mut ready = Vec::new();
@@ -396,14 +416,20 @@ impl Assembler {
         ready
     }
 
-    /// Hands over batches idle for the idle timeout (as they are), and what they held back.
+    /// Hands over batches idle for the idle timeout (as they are), and what they held back. A
+    /// batch is idle when neither it nor any older pending batch got a row for that long: a
+    /// batch waiting for an older one that is still filling up waits with it.
     pub(crate) fn flush_idle(&mut self, now: Instant) -> Vec<ResultBatch> {
-        let newest_idle = self
-            .pending
-            .iter()
-            .filter(|(_, p)| now.saturating_duration_since(p.updated) >= self.idle_timeout)
-            .map(|(&b, _)| b)
-            .next_back();
+        let mut newest_idle = None;
+        let mut latest: Option<Instant> = None;
+        for (&b, p) in &self.pending {
+            let since = latest.map_or(p.updated, |l| l.max(p.updated));
+            latest = Some(since);
+            if now.saturating_duration_since(since) < self.idle_timeout {
+                break;
+            }
+            newest_idle = Some(b);
+        }
         let Some(limit) = newest_idle else {
             return Vec::new();
         };
@@ -533,6 +559,37 @@ mod tests {
         // From then on batches flow as they complete.
         let ready = a.push(after(8, row(9, Some(1), 0, "/i")), t);
         assert_eq!(batches(&ready), vec![(9, owned(&["/i"]))]);
+    }
+
+    #[test]
+    fn a_batch_waiting_for_one_still_filling_up_waits_with_it() {
+        let t = Instant::now();
+        let ms = Duration::from_millis;
+        let mut a = Assembler::new("page_views", Duration::from_secs(1));
+        assert!(a.push(after(1, row(2, Some(1), 0, "/b")), t).is_empty());
+        // Batch 1 starts arriving just before batch 2 has waited a second: neither is idle.
+        assert!(a.push(row(1, Some(2), 0, "/a"), t + ms(900)).is_empty());
+        assert!(a.flush_idle(t + ms(1500)).is_empty());
+        let ready = a.push(row(1, Some(2), 1, "/a2"), t + ms(1600));
+        assert_eq!(
+            batches(&ready),
+            vec![(1, owned(&["/a", "/a2"])), (2, owned(&["/b"]))]
+        );
+    }
+
+    #[test]
+    fn rows_of_a_batch_older_than_one_handed_over_are_dropped() {
+        let t = Instant::now();
+        let mut a = Assembler::new("page_views", Duration::from_secs(1));
+        assert!(a.push(after(4, row(5, Some(1), 0, "/e")), t).is_empty());
+        let ready = a.flush_idle(t + Duration::from_secs(1));
+        assert_eq!(batches(&ready), vec![(5, owned(&["/e"]))]);
+        // Batch 4 comes more than the idle timeout late, after batch 5 went: never handed over.
+        assert!(a.push(row(4, Some(1), 0, "/d"), t).is_empty());
+        assert!(a.flush_idle(t + Duration::from_secs(9)).is_empty());
+        // Later batches still flow.
+        let ready = a.push(after(5, row(6, Some(1), 0, "/f")), t);
+        assert_eq!(batches(&ready), vec![(6, owned(&["/f"]))]);
     }
 
     #[test]
