@@ -158,6 +158,19 @@ mod tests {
 
     use super::*;
 
+    #[test]
+    fn strings_with_the_same_hash_still_compare_by_their_bytes() {
+        let a = HashedStr::new("/news");
+        let forged = HashedStr {
+            hash: a.hash,
+            text: SmolStr::new("/sports"),
+        };
+        assert_ne!(a, forged);
+        assert_eq!(a, HashedStr::new("/news"));
+        let set: std::collections::HashSet<HashedStr> = [a.clone(), forged, a].into();
+        assert_eq!(set.len(), 2);
+    }
+
     proptest! {
         /// Equality, order and table lookups agree with the plain strings', and a string made
         /// in either way (or read back from JSON) equals itself made the other way.

@@ -134,7 +134,8 @@ impl std::fmt::Debug for History {
 }
 
 /// One worker's view of the [`History`]: looks up without taking the table's lock or touching
-/// memory another worker writes, and picks up a reloaded table at its next lookup.
+/// memory another worker writes, and picks up a reloaded table at its next lookup (until then,
+/// a reader that looks nothing up keeps the old table alive).
 pub struct HistoryReader {
     history: Arc<History>,
     index: Arc<Index>,

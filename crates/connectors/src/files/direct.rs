@@ -166,6 +166,12 @@ mod tests {
                 writer.write(&path, &mut short).unwrap();
                 assert_eq!(std::fs::read(&path).unwrap(), short.to_vec());
             }
+            if mode == WriteMode::Direct && writer.mode() != WriteMode::Direct {
+                eprintln!(
+                    "note: {} refuses direct writes; only the fallback ran",
+                    dir.path().display()
+                );
+            }
             let names: Vec<_> = std::fs::read_dir(dir.path().join(format!("{mode:?}")))
                 .unwrap()
                 .map(|e| e.unwrap().file_name().into_string().unwrap())

@@ -42,7 +42,11 @@ impl JsonlSink {
         JsonlSink {
             dir: dir.as_ref().to_path_buf(),
             text: block_text(),
-            writer: FileWriter::new(WriteMode::Direct),
+            writer: FileWriter::new(if cfg!(target_os = "linux") {
+                WriteMode::Direct
+            } else {
+                WriteMode::Buffered
+            }),
         }
     }
 
@@ -75,7 +79,8 @@ impl ResultSink for JsonlSink {
             + batch.rows.len() * (head.len() + ",\"value\":}\n".len());
         let text = &mut self.text;
         text.clear();
-        text.reserve(size);
+        // Room for the padding of a direct write too, so that it never copies the text.
+        text.reserve(size.next_multiple_of(super::direct::BLOCK));
         for row in &batch.rows {
             write_line(text, row, &head);
         }

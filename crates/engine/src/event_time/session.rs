@@ -2,7 +2,6 @@
 
 use std::cmp::Reverse;
 use std::collections::BinaryHeap;
-use std::collections::hash_map::Entry;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -215,11 +214,9 @@ fn close_sessions<K: Key, A: Data, L>(
         let Some(Reverse((at, k))) = closing.pop() else {
             break;
         };
-        // One probe for the key's state, whether it stays open or goes.
-        let Entry::Occupied(mut entry) = open.entry(k) else {
+        let Some(state) = open.get_mut(&k) else {
             continue;
         };
-        let state = entry.get_mut();
         if state.registered_at != Some(at) {
             continue; // a stale entry: the key was re-filed earlier
         }
@@ -244,11 +241,10 @@ fn close_sessions<K: Key, A: Data, L>(
         state.registered_at = next;
         let k = match next {
             Some(n) => {
-                let k = entry.key().clone();
                 closing.push(Reverse((n, k.clone())));
                 k
             }
-            None => entry.remove_entry().0,
+            None => open.remove_entry(&k).map_or(k, |(key, _)| key),
         };
         done.sort_by_key(|s| s.start);
         for s in done {

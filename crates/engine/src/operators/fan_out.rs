@@ -31,8 +31,9 @@ macro_rules! fan_out {
                         $(let mut $out = $out.activate();)+
                         input.for_each_time(|time, containers| {
                             for container in containers {
-                                // `give` takes the buffer and leaves an empty one: size it once
-                                // from the last container instead of growing it record by record.
+                                // `give` usually takes the buffer and leaves an empty one: size
+                                // it once from the last container instead of growing it record
+                                // by record.
                                 $($buf.0.reserve($buf.1);)+
                                 for record in container.drain(..) {
                                     f(record, $(&mut $buf.0),+);
