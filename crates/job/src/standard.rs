@@ -334,20 +334,19 @@ impl StandardJob {
         window: impl Fn(&R) -> Option<(u64, u64)> + 'static,
     ) {
         let runs = records.map_partitions(move |_batch, records| {
-            let mut rows: Vec<(K, Option<(u64, u64)>, JsonRow)> = records
-                .into_iter()
-                .filter_map(|record| {
-                    let (key, row) = row(record);
-                    let bounds = window(&row);
-                    match JsonRow::new(&row) {
-                        Ok(json) => Some((key, bounds, json)),
-                        Err(e) => {
-                            tracing::error!(stream, error = %e, "a row could not be serialised");
-                            None
-                        }
+            // Sized once: collecting from `filter_map` would grow it by doubling, copying rows.
+            let mut rows: Vec<(K, Option<(u64, u64)>, JsonRow)> = Vec::with_capacity(records.len());
+            rows.extend(records.into_iter().filter_map(|record| {
+                let (key, row) = row(record);
+                let bounds = window(&row);
+                match JsonRow::new(&row) {
+                    Ok(json) => Some((key, bounds, json)),
+                    Err(e) => {
+                        tracing::error!(stream, error = %e, "a row could not be serialised");
+                        None
                     }
-                })
-                .collect();
+                }
+            }));
             if rows.is_empty() {
                 return Vec::new();
             }
