@@ -73,6 +73,16 @@ impl JobShared {
         }
     }
 
+    /// Where a stateful operator of `kind` reports its state size on this worker, under its
+    /// [`state_name`](Self::state_name).
+    pub fn state_report(&self, kind: &'static str) -> crate::metrics::StateReport {
+        crate::metrics::StateReport {
+            metrics: std::sync::Arc::clone(&self.metrics),
+            name: self.state_name(kind),
+            worker: self.worker,
+        }
+    }
+
     /// Time since this worker started batch `b` (zero when unknown).
     pub fn batch_elapsed(&self, b: BatchId) -> std::time::Duration {
         match self.current_batch.get() {

@@ -60,6 +60,20 @@ impl EngineMetrics {
     }
 }
 
+/// Where one stateful operator on one worker reports the size of its state.
+pub(crate) struct StateReport {
+    pub(crate) metrics: std::sync::Arc<EngineMetrics>,
+    pub(crate) name: String,
+    pub(crate) worker: usize,
+}
+
+impl StateReport {
+    /// Replaces the reported size.
+    pub(crate) fn set(&self, size: StateSize) {
+        self.metrics.set_state(&self.name, self.worker, size);
+    }
+}
+
 /// Approximate bytes of a hash table with `capacity` slots of `(K, V)`.
 pub(crate) fn table_bytes<K, V>(capacity: usize) -> u64 {
     // One control byte per slot beside the slot itself (hashbrown's layout).

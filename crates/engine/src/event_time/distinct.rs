@@ -3,7 +3,6 @@
 
 use std::collections::BTreeMap;
 use std::collections::btree_map::Entry;
-use std::sync::Arc;
 
 use hyperloglockless::HyperLogLogPlus;
 use rustc_hash::{FxHashMap, FxHashSet};
@@ -49,9 +48,7 @@ impl<'s, K: Key, V: Data> DStream<'s, (K, V)> {
         ts: impl Fn(&V) -> u64 + 'static,
     ) -> Result<EventTimeOutput<'s, (Window, u64), (K, V)>> {
         let wm = self.require_watermarks("distinct_count_in_window")?;
-        let metrics = Arc::clone(&self.shared.metrics);
-        let worker = self.shared.worker;
-        let state_name = self.shared.state_name("distinct_count_in_window");
+        let report = self.shared.state_report("distinct_count_in_window");
         let size_ms = windows.size_ms();
 
         let (keys, late) = self.pre_aggregate(
@@ -103,7 +100,7 @@ impl<'s, K: Key, V: Data> DStream<'s, (K, V)> {
                         keys: keys as u64,
                         bytes: table_bytes::<K, ()>(cap),
                     };
-                    metrics.set_state(&state_name, worker, size);
+                    report.set(size);
                 }
             },
         );
@@ -169,9 +166,7 @@ impl<'s, K: Key, V: Data> DStream<'s, (K, V)> {
             });
         }
         let wm = self.require_watermarks("approx_distinct_count_in_window")?;
-        let metrics = Arc::clone(&self.shared.metrics);
-        let worker = self.shared.worker;
-        let state_name = self.shared.state_name("approx_distinct_count_in_window");
+        let report = self.shared.state_report("approx_distinct_count_in_window");
         let size_ms = windows.size_ms();
 
         // Stage 1, on the worker that read the event: one sketch per window this batch touches.
@@ -236,7 +231,7 @@ impl<'s, K: Key, V: Data> DStream<'s, (K, V)> {
                         keys: open.len() as u64,
                         bytes: open.len() as u64 * (1u64 << precision),
                     };
-                    metrics.set_state(&state_name, worker, size);
+                    report.set(size);
                 }
             },
         );

@@ -139,8 +139,7 @@ impl<'s, K: Key, V: Data> DStream<'s, (K, V)> {
         }
         let wm = self.require_watermarks("session_by_key")?;
         let metrics = Arc::clone(&self.shared.metrics);
-        let worker = self.shared.worker;
-        let state_name = self.shared.state_name("session_by_key");
+        let report = self.shared.state_report("session_by_key");
         let mut tracker = WatermarkTracker::default();
         let mut open: FxHashMap<K, KeySessions<A::Acc>> = FxHashMap::default();
         // (close time, key) of keys that may have a session closing then (checked when popped):
@@ -188,7 +187,7 @@ impl<'s, K: Key, V: Data> DStream<'s, (K, V)> {
                         bytes: table_bytes::<K, KeySessions<A::Acc>>(open.capacity())
                             + closing.capacity() as u64 * std::mem::size_of::<(u64, K)>() as u64,
                     };
-                    metrics.set_state(&state_name, worker, size);
+                    report.set(size);
                 }
             },
         );

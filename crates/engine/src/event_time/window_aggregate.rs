@@ -191,9 +191,7 @@ impl<'s, K: Key, V: Data> DStream<'s, (K, V)> {
         agg: A,
     ) -> Result<EventTimeOutput<'s, (K, Window, A::Acc), (K, V)>> {
         let wm = self.require_watermarks("aggregate_by_key_in_window")?;
-        let metrics = Arc::clone(&self.shared.metrics);
-        let worker = self.shared.worker;
-        let state_name = self.shared.state_name("window_aggregate");
+        let report = self.shared.state_report("window_aggregate");
         let size_ms = windows.size_ms();
         let slide_ms = windows.slide_ms();
 
@@ -246,7 +244,7 @@ impl<'s, K: Key, V: Data> DStream<'s, (K, V)> {
                         keys: panes.keys() as u64,
                         bytes: table_bytes::<K, A::Acc>(panes.capacity()),
                     };
-                    metrics.set_state(&state_name, worker, size);
+                    report.set(size);
                 }
             },
         );

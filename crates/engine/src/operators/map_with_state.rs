@@ -103,9 +103,7 @@ impl<'s, K: Key, V: Data> DStream<'s, (K, V)> {
                 Some(ms.div_ceil(interval))
             }
         };
-        let metrics = std::sync::Arc::clone(&self.shared.metrics);
-        let worker = self.shared.worker;
-        let state_name = self.shared.state_name("map_with_state");
+        let report = self.shared.state_report("map_with_state");
         let mut state: FxHashMap<K, Entry<S>> = FxHashMap::default();
         // Deadline batch -> keys that may time out then (checked against last_batch when popped).
         let mut deadlines: BTreeMap<BatchId, Vec<K>> = BTreeMap::new();
@@ -142,7 +140,7 @@ impl<'s, K: Key, V: Data> DStream<'s, (K, V)> {
                     keys: state.len() as u64,
                     bytes: table_bytes::<K, Entry<S>>(state.capacity()),
                 };
-                metrics.set_state(&state_name, worker, size);
+                report.set(size);
             },
         );
         Ok(self.derive(stream))

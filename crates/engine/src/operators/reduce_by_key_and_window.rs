@@ -101,11 +101,9 @@ impl<'s, K: Key, V: Data> DStream<'s, (K, V)> {
     ) -> Result<DStream<'s, (K, V)>> {
         let w = self.batch_window(len, slide)?;
         let per_batch = self.reduce_by_key(f.clone());
-        let metrics = std::sync::Arc::clone(&self.shared.metrics);
-        let worker = self.shared.worker;
         let mut kept: VecDeque<(u64, Vec<(K, V)>)> = VecDeque::new();
         let mut current: FxHashMap<K, V> = FxHashMap::default();
-        let name = self.shared.state_name("reduce_by_key_and_window");
+        let report = self.shared.state_report("reduce_by_key_and_window");
         let stream = batch_unary(
             &per_batch.stream,
             Pipeline,
@@ -140,7 +138,7 @@ impl<'s, K: Key, V: Data> DStream<'s, (K, V)> {
                 let batch_rows: usize = kept.iter().map(|(_, r)| r.len()).sum();
                 let bytes = table_bytes::<K, V>(current.capacity())
                     + (batch_rows * std::mem::size_of::<(K, V)>()) as u64;
-                metrics.set_state(&name, worker, StateSize { keys, bytes });
+                report.set(StateSize { keys, bytes });
             },
         );
         let mut out = per_batch.derive(stream);

@@ -30,9 +30,7 @@ impl<'s, K: Key, V: Data> DStream<'s, (K, V)> {
         &self,
         update: impl Fn(Vec<V>, Option<S>) -> Option<S> + 'static,
     ) -> DStream<'s, (K, S)> {
-        let metrics = std::sync::Arc::clone(&self.shared.metrics);
-        let worker = self.shared.worker;
-        let state_name = self.shared.state_name("update_state_by_key");
+        let report = self.shared.state_report("update_state_by_key");
         let mut state: FxHashMap<K, Option<S>> = FxHashMap::default();
         let stream = batch_unary(
             &self.stream,
@@ -63,7 +61,7 @@ impl<'s, K: Key, V: Data> DStream<'s, (K, V)> {
                     keys: state.len() as u64,
                     bytes: table_bytes::<K, Option<S>>(state.capacity()),
                 };
-                metrics.set_state(&state_name, worker, size);
+                report.set(size);
             },
         );
         self.derive(stream)
