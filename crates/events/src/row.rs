@@ -1,6 +1,7 @@
 //! A result row as JSON text: serialised once, where it was computed, and then handed unchanged
 //! to every output (files, Kafka records, WebSocket and SSE messages).
 
+use std::cell::RefCell;
 use std::fmt;
 
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
@@ -8,7 +9,8 @@ use serde_json::value::RawValue;
 
 /// One row of a result stream: a JSON object with the stream's fields, kept as its text.
 ///
-/// Serialising a `JsonRow` writes the text as is (it is not parsed or re-encoded); deserialising
+/// Serialising a `JsonRow` with serde writes the text as is (it is not re-encoded, but it is
+/// checked again, so hot paths write [`JsonRow::get`] straight into their output); deserialising
 /// one checks that the input is JSON and keeps its text. Two rows are equal when their texts are.
 ///
 /// # Examples
@@ -18,11 +20,21 @@ use serde_json::value::RawValue;
 /// struct PageView<'a> { url: &'a str, count: u64 }
 /// let row = JsonRow::new(&PageView { url: "/news", count: 3 }).unwrap();
 /// assert_eq!(row.get(), r#"{"url":"/news","count":3}"#);
+/// // The same text, written field by field without serde.
+/// let fast = JsonRow::object(|o| {
+///     o.str("url", "/news").u64("count", 3);
+/// });
+/// assert_eq!(fast, row);
 /// let message = serde_json::to_string(&vec![row.clone(), row]).unwrap();
 /// assert_eq!(message, r#"[{"url":"/news","count":3},{"url":"/news","count":3}]"#);
 /// ```
 #[derive(Clone)]
-pub struct JsonRow(Box<RawValue>);
+pub struct JsonRow(Box<str>);
+
+thread_local! {
+    /// Where [`JsonRow::object`] writes a row before copying it out at its exact size.
+    static OBJECT_TEXT: RefCell<String> = const { RefCell::new(String::new()) };
+}
 
 impl JsonRow {
     /// Serialises `value`.
@@ -30,15 +42,43 @@ impl JsonRow {
     /// # Errors
     /// What `serde_json` reports for a value JSON cannot hold (a map with non-string keys).
     pub fn new(value: &impl Serialize) -> serde_json::Result<Self> {
-        serde_json::value::to_raw_value(value).map(JsonRow)
+        serde_json::to_string(value).map(|text| JsonRow(text.into_boxed_str()))
     }
 
-    /// Checks that `text` is one JSON value and keeps it.
+    /// A JSON object written field by field by `fill`, in the order it writes them: the same
+    /// text `serde_json` gives a struct with those fields, several times faster (no serde
+    /// machinery, no escaping of names that need none, one allocation of the exact size).
+    ///
+    /// # Examples
+    /// ```
+    /// use clickpulse_events::JsonRow;
+    /// let row = JsonRow::object(|o| {
+    ///     o.u64("window_start_ms", 0).str("url", "/a \"b\"").i64("score", -2);
+    /// });
+    /// assert_eq!(row.get(), r#"{"window_start_ms":0,"url":"/a \"b\"","score":-2}"#);
+    /// ```
+    pub fn object(fill: impl FnOnce(&mut JsonObject<'_>)) -> Self {
+        let write = |text: &mut String| {
+            text.clear();
+            text.push('{');
+            fill(&mut JsonObject { text });
+            text.push('}');
+            JsonRow(Box::from(text.as_str()))
+        };
+        OBJECT_TEXT.with(|cell| match cell.try_borrow_mut() {
+            Ok(mut text) => write(&mut text),
+            // Only when `fill` itself builds a row: that one gets a buffer of its own.
+            Err(_) => write(&mut String::new()),
+        })
+    }
+
+    /// Checks that `text` is one JSON value and keeps it (without surrounding whitespace).
     ///
     /// # Errors
     /// Where `text` stops being JSON.
     pub fn from_text(text: &str) -> serde_json::Result<Self> {
-        serde_json::from_str(text).map(JsonRow)
+        let raw: &RawValue = serde_json::from_str(text)?;
+        Ok(JsonRow(raw.get().into()))
     }
 
     /// Checks that `bytes` are one JSON value (UTF-8) and keeps them.
@@ -46,12 +86,13 @@ impl JsonRow {
     /// # Errors
     /// Where `bytes` stop being JSON.
     pub fn from_slice(bytes: &[u8]) -> serde_json::Result<Self> {
-        serde_json::from_slice(bytes).map(JsonRow)
+        let raw: &RawValue = serde_json::from_slice(bytes)?;
+        Ok(JsonRow(raw.get().into()))
     }
 
     /// The JSON text.
     pub fn get(&self) -> &str {
-        self.0.get()
+        &self.0
     }
 
     /// The row parsed, for callers that look inside (tests, keys of Kafka records).
@@ -59,6 +100,85 @@ impl JsonRow {
         // The text was checked or produced by serde_json, so it parses.
         serde_json::from_str(self.get()).unwrap_or(serde_json::Value::Null)
     }
+}
+
+/// The fields of an object [`JsonRow::object`] is writing.
+pub struct JsonObject<'a> {
+    text: &'a mut String,
+}
+
+impl JsonObject<'_> {
+    /// Writes `"name":` (after a comma unless it is the first field).
+    fn name(&mut self, name: &str) {
+        if self.text.len() > 1 {
+            self.text.push(',');
+        }
+        push_json_str(self.text, name);
+        self.text.push(':');
+    }
+
+    /// A field with an unsigned number.
+    pub fn u64(&mut self, name: &str, value: u64) -> &mut Self {
+        self.name(name);
+        self.text.push_str(itoa::Buffer::new().format(value));
+        self
+    }
+
+    /// A field with a signed number.
+    pub fn i64(&mut self, name: &str, value: i64) -> &mut Self {
+        self.name(name);
+        self.text.push_str(itoa::Buffer::new().format(value));
+        self
+    }
+
+    /// A field with a string, escaped as JSON requires.
+    pub fn str(&mut self, name: &str, value: &str) -> &mut Self {
+        self.name(name);
+        push_json_str(self.text, value);
+        self
+    }
+}
+
+/// Appends `s` as a JSON string, escaped exactly as `serde_json` escapes it: quote, backslash and
+/// control characters; `\b \f \n \r \t` in their short forms, the others as `\u00XX`.
+fn push_json_str(out: &mut String, s: &str) {
+    out.reserve(s.len() + 2);
+    out.push('"');
+    // Nearly every string needs no escape: find that out with a check the compiler vectorises
+    // (no early exit), then copy the string whole.
+    let escape = |b: u8| b < 0x20 || b == b'"' || b == b'\\';
+    if !s.bytes().fold(false, |any, b| any | escape(b)) {
+        out.push_str(s);
+        out.push('"');
+        return;
+    }
+    let mut start = 0;
+    for (i, b) in s.bytes().enumerate() {
+        let short = match b {
+            b'"' => "\\\"",
+            b'\\' => "\\\\",
+            b'\n' => "\\n",
+            b'\r' => "\\r",
+            b'\t' => "\\t",
+            0x08 => "\\b",
+            0x0c => "\\f",
+            0x00..=0x1f => "",
+            _ => continue,
+        };
+        // Every byte escaped is ASCII, so `i` and `i + 1` are character boundaries.
+        out.push_str(s.get(start..i).unwrap_or_default());
+        if short.is_empty() {
+            // A control character: `\u00` and two hex digits.
+            out.push_str("\\u00");
+            out.push(char::from_digit(u32::from(b >> 4), 16).unwrap_or('0'));
+            out.push(char::from_digit(u32::from(b & 0xf), 16).unwrap_or('0'));
+        } else {
+            out.push_str(short);
+        }
+        start = i + 1;
+    }
+    out.push_str(s.get(start..).unwrap_or_default());
+    out.push('"');
 }
 
 impl From<&serde_json::Value> for JsonRow {
@@ -96,13 +216,16 @@ impl fmt::Display for JsonRow {
 
 impl Serialize for JsonRow {
     fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
-        self.0.serialize(serializer)
+        // serde has no way to hand over raw text but serde_json's `RawValue`, which can only be
+        // had by checking the text (it is JSON: it was produced or checked when the row was made).
+        let raw: &RawValue = serde_json::from_str(self.get()).map_err(serde::ser::Error::custom)?;
+        raw.serialize(serializer)
     }
 }
 
 impl<'de> Deserialize<'de> for JsonRow {
     fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
-        Box::<RawValue>::deserialize(deserializer).map(JsonRow)
+        Box::<RawValue>::deserialize(deserializer).map(|raw| JsonRow(raw.into()))
     }
 }
 
@@ -119,6 +242,63 @@ mod tests {
         let back: JsonRow = serde_json::from_str(&text).unwrap();
         assert_eq!(back, row);
         assert_eq!(back.to_value(), json!({"a": "x", "b": 1}));
+    }
+
+    proptest::proptest! {
+        /// Objects written field by field are the text serde_json gives the same fields, for any
+        /// strings (quotes, backslashes, control characters, non-ASCII) and numbers.
+        #[test]
+        fn objects_are_what_serde_json_writes(
+            fields in proptest::collection::vec(
+                ("\\PC{0,12}|[\"\\\\\u{0}-\u{1f}a\u{7f}é]{0,6}", proptest::prelude::any::<(u8, u64, i64)>()),
+                0..6,
+            )
+        ) {
+            // The model: serde_json's text of each name and value, joined.
+            let mut model = Vec::new();
+            let mut names = std::collections::HashSet::new();
+            let row = JsonRow::object(|o| {
+                for (name, (kind, u, i)) in &fields {
+                    if !names.insert(name.clone()) {
+                        continue; // a JSON object's names are distinct
+                    }
+                    let value = match kind % 3 {
+                        0 => { o.u64(name, *u); serde_json::to_string(u) }
+                        1 => { o.i64(name, *i); serde_json::to_string(i) }
+                        _ => { o.str(name, name); serde_json::to_string(name) }
+                    };
+                    model.push(format!("{}:{}", serde_json::to_string(name).unwrap(), value.unwrap()));
+                }
+            });
+            proptest::prop_assert_eq!(row.get(), format!("{{{}}}", model.join(",")));
+            proptest::prop_assert!(row.to_value().is_object());
+        }
+    }
+
+    #[test]
+    fn objects_match_serde_field_for_field() {
+        #[derive(serde::Serialize)]
+        struct Row<'a> {
+            a: u64,
+            b: &'a str,
+            c: i64,
+        }
+        for (b, c) in [("", 0), ("/x\"y\\z\n\u{1}é", -9_223_372_036_854_775_808)] {
+            let fast = JsonRow::object(|o| {
+                o.u64("a", u64::MAX).str("b", b).i64("c", c);
+            });
+            let serde = JsonRow::new(&Row { a: u64::MAX, b, c }).unwrap();
+            assert_eq!(fast.get(), serde.get());
+        }
+        assert_eq!(JsonRow::object(|_| {}).get(), "{}");
+        // A row built while another is being built gets a buffer of its own.
+        let outer = JsonRow::object(|o| {
+            let inner = JsonRow::object(|i| {
+                i.u64("n", 1);
+            });
+            o.str("inner", inner.get());
+        });
+        assert_eq!(outer.to_value(), json!({"inner": "{\"n\":1}"}));
     }
 
     #[test]

@@ -19,8 +19,8 @@ use crate::hashed::HashedStr;
 use crate::history::History;
 use crate::outputs::Outputs;
 use crate::rows::{
-    ActiveVisitorsRow, DeadLetterRow, LateRow, PageViewRow, SegmentRow, SessionRow, TopPageRow,
-    TrendingRow,
+    ActiveVisitorsRow, DeadLetterRow, LateRow, PageViewRow, SegmentRow, SessionRow, ToJson,
+    TopPageRow, TrendingRow,
 };
 
 /// The names of the standard streams, in the order the dashboard lists them.
@@ -326,7 +326,7 @@ impl StandardJob {
     /// Each worker turns its own records into rows, serialises and sorts them, and hands the
     /// stream's output worker ([`output_worker`]) one sorted run; that worker only merges the runs
     /// and hands the rows to the sinks.
-    fn publish<T: Data, K: Data + Ord, R: Serialize>(
+    fn publish<T: Data, K: Data + Ord, R: ToJson>(
         &self,
         stream: &'static str,
         records: &DStream<'_, T>,
@@ -336,16 +336,9 @@ impl StandardJob {
         let runs = records.map_partitions(move |_batch, records| {
             // Sized once: collecting from `filter_map` would grow it by doubling, copying rows.
             let mut rows: Vec<(K, Option<(u64, u64)>, JsonRow)> = Vec::with_capacity(records.len());
-            rows.extend(records.into_iter().filter_map(|record| {
+            rows.extend(records.into_iter().map(|record| {
                 let (key, row) = row(record);
-                let bounds = window(&row);
-                match JsonRow::new(&row) {
-                    Ok(json) => Some((key, bounds, json)),
-                    Err(e) => {
-                        tracing::error!(stream, error = %e, "a row could not be serialised");
-                        None
-                    }
-                }
+                (key, window(&row), row.to_json())
             }));
             if rows.is_empty() {
                 return Vec::new();

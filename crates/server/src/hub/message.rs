@@ -25,7 +25,7 @@ pub(crate) struct BatchMessage {
     prefix_len: usize,
 }
 
-/// The fields every batch message carries, in wire order.
+/// The fields every batch message carries, in wire order; `rows` follows them.
 #[derive(Serialize)]
 struct WireBatch<'a> {
     #[serde(rename = "type")]
@@ -34,7 +34,6 @@ struct WireBatch<'a> {
     batch: u64,
     window_start_ms: Option<u64>,
     window_end_ms: Option<u64>,
-    rows: &'a [clickpulse_events::JsonRow],
 }
 
 impl BatchMessage {
@@ -46,11 +45,21 @@ impl BatchMessage {
             batch: update.batch,
             window_start_ms: update.window_start_ms,
             window_end_ms: update.window_end_ms,
-            rows: &update.rows,
         };
-        let mut json = serde_json::to_vec(&wire)?;
-        // A serialised struct always ends with its closing brace; the flags go before it.
+        let rows: usize = update.rows.iter().map(|r| r.get().len() + 1).sum();
+        let mut json = Vec::with_capacity(128 + rows + PLAIN_TRAILER.len());
+        serde_json::to_writer(&mut json, &wire)?;
+        // A serialised struct always ends with its closing brace: the rows go before it, as the
+        // text they already are, and the flags after them.
         json.pop();
+        json.extend_from_slice(br#","rows":["#);
+        for (i, row) in update.rows.iter().enumerate() {
+            if i > 0 {
+                json.push(b',');
+            }
+            json.extend_from_slice(row.get().as_bytes());
+        }
+        json.push(b']');
         let prefix_len = json.len();
         json.extend_from_slice(PLAIN_TRAILER.as_bytes());
         Ok(Arc::new(BatchMessage {
