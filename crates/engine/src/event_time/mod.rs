@@ -22,6 +22,7 @@
 //! | [`distinct`] | `distinct_count_in_window`, `approx_distinct_count_in_window` |
 //! | `delay` | `delay_watermark` |
 
+mod close_queue;
 mod delay;
 pub mod distinct;
 mod pane_tables;

@@ -1,7 +1,5 @@
 //! Session windows: per key, clicks closer than a gap belong to one session.
 
-use std::cmp::Reverse;
-use std::collections::BinaryHeap;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -10,6 +8,7 @@ use serde::{Deserialize, Serialize};
 use smallvec::SmallVec;
 use timely::dataflow::channels::pact::{Exchange, Pipeline};
 
+use super::close_queue::CloseQueue;
 use super::{Aggregator, EventTimeOutput, Routed};
 use crate::dstream::{DStream, Data, Key, Piece, batch_binary_eager, route};
 use crate::error::{EngineError, Result};
@@ -142,9 +141,10 @@ impl<'s, K: Key, V: Data> DStream<'s, (K, V)> {
         let report = self.shared.state_report("session_by_key");
         let mut tracker = WatermarkTracker::default();
         let mut open: FxHashMap<K, KeySessions<A::Acc>> = FxHashMap::default();
-        // (close time, key) of keys that may have a session closing then (checked when popped):
-        // a heap, not a map of lists, because close times are nearly all distinct.
-        let mut closing: BinaryHeap<Reverse<(u64, K)>> = BinaryHeap::new();
+        // (close time, key) of keys that may have a session closing then (checked when due), in
+        // slots of a second (of the gap, when shorter): close times come roughly in order.
+        let mut closing: CloseQueue<K> = CloseQueue::new(gap.min(1000));
+        let mut due = Vec::new();
         let mut sessions = 0u64;
         let routed = batch_binary_eager(
             &self.stream,
@@ -174,18 +174,28 @@ impl<'s, K: Key, V: Data> DStream<'s, (K, V)> {
                         let close = t.saturating_add(gap);
                         if state.registered_at.is_none_or(|r| close < r) {
                             state.registered_at = Some(close);
-                            closing.push(Reverse((close, k)));
+                            closing.push(close, k);
                         }
                     }
                     metrics.add_late(late);
                 }
                 Piece::End(reports) => {
                     let now = tracker.advance(&reports);
-                    close_sessions(now, gap, &mut open, &mut closing, &mut sessions, out);
+                    closing.take_due(now, &mut due);
+                    close_sessions(
+                        now,
+                        gap,
+                        &mut due,
+                        &mut open,
+                        &mut closing,
+                        &mut sessions,
+                        out,
+                    );
                     let size = StateSize {
                         keys: sessions,
                         bytes: table_bytes::<K, KeySessions<A::Acc>>(open.capacity())
-                            + closing.capacity() as u64 * std::mem::size_of::<(u64, K)>() as u64,
+                            + (closing.capacity() + due.capacity()) as u64
+                                * std::mem::size_of::<(u64, K)>() as u64,
                     };
                     report.set(size);
                 }
@@ -199,20 +209,19 @@ impl<'s, K: Key, V: Data> DStream<'s, (K, V)> {
     }
 }
 
-/// Emits and forgets every session whose last event plus `gap` the watermark `now` has reached.
+/// Emits and forgets every session whose last event plus `gap` the watermark `now` has reached:
+/// `due` holds the queue's entries up to `now`, in order, and is left empty.
 fn close_sessions<K: Key, A: Data, L>(
     now: u64,
     gap: u64,
+    due: &mut Vec<(u64, K)>,
     open: &mut FxHashMap<K, KeySessions<A>>,
-    closing: &mut BinaryHeap<Reverse<(u64, K)>>,
+    closing: &mut CloseQueue<K>,
     sessions: &mut u64,
     out: &mut Vec<Routed<(K, Session, A), L>>,
 ) {
     let closes = |s: &Open<A>| s.end.saturating_add(gap) <= now;
-    while closing.peek().is_some_and(|Reverse((at, _))| *at <= now) {
-        let Some(Reverse((at, k))) = closing.pop() else {
-            break;
-        };
+    for (at, k) in due.drain(..) {
         let Some(state) = open.get_mut(&k) else {
             continue;
         };
@@ -240,7 +249,7 @@ fn close_sessions<K: Key, A: Data, L>(
         state.registered_at = next;
         let k = match next {
             Some(n) => {
-                closing.push(Reverse((n, k.clone())));
+                closing.push(n, k.clone());
                 k
             }
             None => open.remove_entry(&k).map_or(k, |(key, _)| key),
