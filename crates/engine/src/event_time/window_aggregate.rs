@@ -87,12 +87,27 @@ impl<K: Key, A: Data> Panes<K, A> {
         }
     }
 
-    fn merge<V>(&mut self, agg: &impl Aggregator<V, Acc = A>, k: K, pane: u64, acc: A) {
-        // One probe whether the key is new to the pane or not.
-        match self.panes.entry(pane).or_default().entry(k) {
-            Entry::Occupied(mut existing) => agg.merge(existing.get_mut(), acc),
-            Entry::Vacant(slot) => {
-                slot.insert(acc);
+    /// Merges partial accumulators `(key, pane, acc)` in. Partials come pane by pane (each
+    /// worker's pre-aggregation drains one pane's table at a time), so a pane's table is looked
+    /// up once per run of partials, not once per partial.
+    fn merge_all<V>(
+        &mut self,
+        agg: &impl Aggregator<V, Acc = A>,
+        partials: impl Iterator<Item = (K, u64, A)>,
+    ) {
+        let mut partials = partials.peekable();
+        while let Some((k, pane, acc)) = partials.next() {
+            let table = self.panes.entry(pane).or_default();
+            let mut merge = |k: K, acc: A| match table.entry(k) {
+                // One probe whether the key is new to the pane or not.
+                Entry::Occupied(mut existing) => agg.merge(existing.get_mut(), acc),
+                Entry::Vacant(slot) => {
+                    slot.insert(acc);
+                }
+            };
+            merge(k, acc);
+            while let Some((k, _, acc)) = partials.next_if(|p| p.1 == pane) {
+                merge(k, acc);
             }
         }
     }
@@ -232,11 +247,7 @@ impl<'s, K: Key, V: Data> DStream<'s, (K, V)> {
             Pipeline,
             "WindowAggregate",
             move |_b, piece, out| match piece {
-                Piece::Data(data) => {
-                    for (k, pane, acc) in data.drain(..) {
-                        panes.merge(&agg, k, pane, acc);
-                    }
-                }
+                Piece::Data(data) => panes.merge_all(&agg, data.drain(..)),
                 Piece::End(reports) => {
                     let now = tracker.advance(&reports);
                     panes.close(&agg, now, out);
