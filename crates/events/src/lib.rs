@@ -94,4 +94,4 @@ pub use parse::{
     LineError, LineParser, ParseError, ParseOptions, SliceParser, parse_line, parse_slice,
 };
 pub use partition::partition_for;
-pub use row::JsonRow;
+pub use row::{JsonObject, JsonRow};

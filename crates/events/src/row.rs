@@ -31,6 +31,9 @@ use serde_json::value::RawValue;
 #[derive(Clone)]
 pub struct JsonRow(Box<str>);
 
+/// The largest buffer [`JsonRow::object`] keeps for the next row.
+const MAX_KEPT_OBJECT_TEXT: usize = 64 * 1024;
+
 thread_local! {
     /// Where [`JsonRow::object`] writes a row before copying it out at its exact size.
     static OBJECT_TEXT: RefCell<String> = const { RefCell::new(String::new()) };
@@ -46,8 +49,8 @@ impl JsonRow {
     }
 
     /// A JSON object written field by field by `fill`, in the order it writes them: the same
-    /// text `serde_json` gives a struct with those fields, several times faster (no serde
-    /// machinery, no escaping of names that need none, one allocation of the exact size).
+    /// text `serde_json` gives a struct with those fields, faster (no serde machinery, no
+    /// escaping of names that need none, one allocation of the exact size).
     ///
     /// # Examples
     /// ```
@@ -65,11 +68,23 @@ impl JsonRow {
             text.push('}');
             JsonRow(Box::from(text.as_str()))
         };
-        OBJECT_TEXT.with(|cell| match cell.try_borrow_mut() {
-            Ok(mut text) => write(&mut text),
-            // Only when `fill` itself builds a row: that one gets a buffer of its own.
-            Err(_) => write(&mut String::new()),
-        })
+        let mut fill = Some(write);
+        let row = OBJECT_TEXT.try_with(|cell| {
+            let mut text = cell.try_borrow_mut().ok()?;
+            let row = fill.take().map(|write| write(&mut text));
+            // An unusually large row (a dead letter's raw record) does not pin its buffer.
+            if text.capacity() > MAX_KEPT_OBJECT_TEXT {
+                *text = String::new();
+            }
+            row
+        });
+        match (row, fill) {
+            (Ok(Some(row)), _) => row,
+            // `fill` itself builds a row, or the thread is ending: a buffer of its own.
+            (_, Some(write)) => write(&mut String::new()),
+            // Not reached: `write` is only taken where it runs.
+            (_, None) => JsonRow("{}".into()),
+        }
     }
 
     /// Checks that `text` is one JSON value and keeps it (without surrounding whitespace).
@@ -97,7 +112,7 @@ impl JsonRow {
 
     /// The row parsed, for callers that look inside (tests, keys of Kafka records).
     pub fn to_value(&self) -> serde_json::Value {
-        // The text was checked or produced by serde_json, so it parses.
+        // The text was checked, or written by serde_json or `object`, so it parses.
         serde_json::from_str(self.get()).unwrap_or(serde_json::Value::Null)
     }
 }
@@ -305,6 +320,9 @@ mod tests {
     fn refuses_text_that_is_not_json() {
         assert!(JsonRow::from_text("{\"a\":").is_err());
         assert!(JsonRow::from_slice(b"\xff").is_err());
-        assert!(JsonRow::from_text(" {\"a\":1} ").is_ok());
+        assert_eq!(
+            JsonRow::from_text(" {\"a\":1} \n").unwrap().get(),
+            "{\"a\":1}"
+        );
     }
 }

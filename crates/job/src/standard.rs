@@ -334,12 +334,13 @@ impl StandardJob {
         window: impl Fn(&R) -> Option<(u64, u64)> + 'static,
     ) {
         let runs = records.map_partitions(move |_batch, records| {
-            // Sized once: collecting from `filter_map` would grow it by doubling, copying rows.
-            let mut rows: Vec<(K, Option<(u64, u64)>, JsonRow)> = Vec::with_capacity(records.len());
-            rows.extend(records.into_iter().map(|record| {
-                let (key, row) = row(record);
-                (key, window(&row), row.to_json())
-            }));
+            let mut rows: Vec<(K, Option<(u64, u64)>, JsonRow)> = records
+                .into_iter()
+                .map(|record| {
+                    let (key, row) = row(record);
+                    (key, window(&row), row.to_json())
+                })
+                .collect();
             if rows.is_empty() {
                 return Vec::new();
             }

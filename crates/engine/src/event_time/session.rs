@@ -170,7 +170,7 @@ impl<'s, K: Key, V: Data> DStream<'s, (K, V)> {
                         let created = insert_click(state, t, v, gap, &agg);
                         sessions = sessions + created.0 - created.1;
                         // One closing entry per key at a time, at its earliest close (re-filed
-                        // when popped); a session only ever closes later when clicks extend it.
+                        // when due); a session only ever closes later when clicks extend it.
                         let close = t.saturating_add(gap);
                         if state.registered_at.is_none_or(|r| close < r) {
                             state.registered_at = Some(close);

@@ -326,3 +326,40 @@ impl<'s, K: Key, V: Data> DStream<'s, (K, V)> {
         })
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::{Count, Panes};
+    use crate::time::Window;
+
+    /// Partials whose panes come back after another pane's run merge into their own pane.
+    #[test]
+    fn merges_runs_of_interleaved_panes() {
+        let mut panes: Panes<char, u64> = Panes::new(1000, 1000);
+        let partials = [
+            ('a', 0, 1),
+            ('b', 0, 2),
+            ('a', 1000, 4),
+            ('a', 0, 8),
+            ('b', 1000, 16),
+        ];
+        panes.merge_all::<()>(&Count, partials.into_iter());
+        panes.merge_all::<()>(&Count, [('b', 0, 32)].into_iter());
+        let mut out = Vec::new();
+        panes.close::<()>(&Count, 2000, &mut out);
+        out.sort();
+        let w = |start_ms| Window {
+            start_ms,
+            end_ms: start_ms + 1000,
+        };
+        assert_eq!(
+            out,
+            vec![
+                ('a', w(0), 9),
+                ('a', w(1000), 4),
+                ('b', w(0), 34),
+                ('b', w(1000), 16)
+            ]
+        );
+    }
+}

@@ -84,6 +84,7 @@ impl BatchMessage {
 
 #[cfg(test)]
 mod tests {
+    use clickpulse_events::JsonRow;
     use serde_json::{Value, json};
 
     use super::*;
@@ -126,5 +127,32 @@ mod tests {
         assert_eq!(v["skipped"], json!(4));
         assert_eq!(v["rows"], json!([{"url": "/a", "count": 3}]));
         assert_eq!(v["batch"], json!(7));
+    }
+
+    /// The wire text byte for byte, with rows and without: the rows are copied in as they are.
+    #[test]
+    fn wire_text_is_exact() {
+        let mut update = update();
+        update
+            .rows
+            .push(JsonRow::from_text(r#"{"url":"/b \"q\"","count":1}"#).expect("JSON"));
+        let msg = BatchMessage::encode(&update).expect("encodes");
+        assert_eq!(
+            std::str::from_utf8(&msg.render(false, false, 0)).expect("UTF-8"),
+            concat!(
+                r#"{"type":"batch","stream":"top_pages","batch":7,"window_start_ms":1000,"#,
+                r#""window_end_ms":null,"rows":[{"count":3,"url":"/a"},{"url":"/b \"q\"","count":1}],"#,
+                r#""snapshot":false,"resync":false,"skipped":0}"#
+            )
+        );
+        update.rows.clear();
+        let msg = BatchMessage::encode(&update).expect("encodes");
+        assert_eq!(
+            std::str::from_utf8(&msg.render(true, false, 2)).expect("UTF-8"),
+            concat!(
+                r#"{"type":"batch","stream":"top_pages","batch":7,"window_start_ms":1000,"#,
+                r#""window_end_ms":null,"rows":[],"snapshot":true,"resync":false,"skipped":2}"#
+            )
+        );
     }
 }

@@ -106,7 +106,8 @@ pub enum HubError {
         /// The latest batch id already published.
         latest: u64,
     },
-    /// The rows could not be serialised (a map with non-string keys).
+    /// The batch's header could not be serialised (not expected: its fields are plain strings
+    /// and numbers, and the rows are copied in as the text they are).
     #[error("cannot serialise the update: {0}")]
     Serialize(#[from] serde_json::Error),
 }
