@@ -325,6 +325,14 @@ impl Partition {
         Ok(records)
     }
 
+    /// Reads records from `from` that one read buffer (`max_read_bytes`) holds, up to
+    /// `max_records`: fewer than [`Partition::read`] may return before the end, but every byte
+    /// read is used, where `read` would read a second buffer for the records past the first and
+    /// leave that buffer's rest to be read again.
+    pub fn read_buffer(&self, from: u64, max_records: usize) -> Result<Records> {
+        self.read_step(from, max_records)
+    }
+
     /// One read: records from one buffer of one segment.
     fn read_step(&self, from: u64, max_records: usize) -> Result<Records> {
         if self.writer.is_none() {

@@ -61,6 +61,19 @@ impl Reader {
         Ok(records)
     }
 
+    /// Like [`Reader::poll`], but reads only what one read buffer holds ([`Topic::read_buffer`]).
+    ///
+    /// # Errors
+    ///
+    /// As [`Reader::poll`].
+    pub fn poll_buffer(&mut self, max_records: usize) -> Result<Records> {
+        let records = self
+            .topic
+            .read_buffer(self.partition, self.position, max_records)?;
+        self.position = records.next_offset();
+        Ok(records)
+    }
+
     /// The offset the next [`Reader::poll`] starts at.
     pub fn position(&self) -> u64 {
         self.position

@@ -125,6 +125,17 @@ impl Topic {
         self.partition(partition)?.read(from, max_records)
     }
 
+    /// Like [`Topic::read`], but only the records one read buffer (`max_read_bytes` of the
+    /// options) holds: no records only at the end of what is readable. For readers that keep
+    /// what they read and hand it out in pieces ([`Records::advance`]).
+    ///
+    /// # Errors
+    ///
+    /// As [`Topic::read`].
+    pub fn read_buffer(&self, partition: u32, from: u64, max_records: usize) -> Result<Records> {
+        self.partition(partition)?.read_buffer(from, max_records)
+    }
+
     /// A reader of `partition` positioned at `from`, which remembers its position.
     ///
     /// # Errors

@@ -109,6 +109,20 @@ fn check_read(topic: &Topic, model: &Model, partition: u32, from: u64, max: usiz
                 step = step * 2 + 1;
             }
             assert_eq!(rest.first_offset(), from + expected as u64);
+            // A one-buffer read gives a prefix of the same records: empty only at the end.
+            let buffered = topic
+                .read_buffer(partition, from, max)
+                .expect("a buffer read where a read succeeds");
+            assert!(
+                buffered.len() <= expected,
+                "a buffer read past the records asked for"
+            );
+            assert_eq!(buffered.is_empty(), expected == 0, "empty before the end");
+            for (i, record) in buffered.iter().enumerate() {
+                let offset = from + i as u64;
+                assert_eq!(record.offset, offset);
+                assert_eq!(record.value, &model.records[p][offset as usize].2[..]);
+            }
         }
         Err(Error::OffsetOutOfRange {
             earliest, end: e, ..
@@ -118,6 +132,10 @@ fn check_read(topic: &Topic, model: &Model, partition: u32, from: u64, max: usiz
                 "read {from} inside {start}..={end} refused"
             );
             assert_eq!((earliest, e), (start, end));
+            assert!(matches!(
+                topic.read_buffer(partition, from, max),
+                Err(Error::OffsetOutOfRange { .. })
+            ));
         }
         Err(other) => panic!("read failed: {other}"),
     }
