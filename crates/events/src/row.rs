@@ -1,7 +1,7 @@
 //! A result row as JSON text: serialised once, where it was computed, and then handed unchanged
 //! to every output (files, Kafka records, WebSocket and SSE messages).
 
-use std::cell::RefCell;
+use std::cell::Cell;
 use std::fmt;
 
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
@@ -35,8 +35,10 @@ pub struct JsonRow(Box<str>);
 const MAX_KEPT_OBJECT_TEXT: usize = 64 * 1024;
 
 thread_local! {
-    /// Where [`JsonRow::object`] writes a row before copying it out at its exact size.
-    static OBJECT_TEXT: RefCell<String> = const { RefCell::new(String::new()) };
+    /// Where [`JsonRow::object`] writes a row before copying it out at its exact size. A call
+    /// takes the buffer and puts it back, so a row built while another is being built (or while
+    /// the thread ends) simply starts from an empty one.
+    static OBJECT_TEXT: Cell<String> = const { Cell::new(String::new()) };
 }
 
 impl JsonRow {
@@ -61,30 +63,18 @@ impl JsonRow {
     /// assert_eq!(row.get(), r#"{"window_start_ms":0,"url":"/a \"b\"","score":-2}"#);
     /// ```
     pub fn object(fill: impl FnOnce(&mut JsonObject<'_>)) -> Self {
-        let write = |text: &mut String| {
-            text.clear();
-            text.push('{');
-            fill(&mut JsonObject { text });
-            text.push('}');
-            JsonRow(Box::from(text.as_str()))
-        };
-        let mut fill = Some(write);
-        let row = OBJECT_TEXT.try_with(|cell| {
-            let mut text = cell.try_borrow_mut().ok()?;
-            let row = fill.take().map(|write| write(&mut text));
-            // An unusually large row (a dead letter's raw record) does not pin its buffer.
-            if text.capacity() > MAX_KEPT_OBJECT_TEXT {
-                *text = String::new();
-            }
-            row
-        });
-        match (row, fill) {
-            (Ok(Some(row)), _) => row,
-            // `fill` itself builds a row, or the thread is ending: a buffer of its own.
-            (_, Some(write)) => write(&mut String::new()),
-            // Not reached: `write` is only taken where it runs.
-            (_, None) => JsonRow("{}".into()),
+        let mut text = OBJECT_TEXT.try_with(Cell::take).unwrap_or_default();
+        text.clear();
+        text.push('{');
+        fill(&mut JsonObject { text: &mut text });
+        text.push('}');
+        let row = JsonRow(Box::from(text.as_str()));
+        // An unusually large row (a dead letter's raw record) does not pin its buffer.
+        if text.capacity() <= MAX_KEPT_OBJECT_TEXT {
+            // Fails only while the thread ends, when the buffer is not needed again.
+            let _ = OBJECT_TEXT.try_with(|cell| cell.set(text));
         }
+        row
     }
 
     /// Checks that `text` is one JSON value and keeps it (without surrounding whitespace).

@@ -54,11 +54,7 @@ impl Reader {
     /// As [`Topic::read`]; notably [`crate::Error::OffsetOutOfRange`] when retention has deleted
     /// the position (the error says the earliest offset; [`Reader::seek`] there to go on).
     pub fn poll(&mut self, max_records: usize) -> Result<Records> {
-        let records = self
-            .topic
-            .read(self.partition, self.position, max_records)?;
-        self.position = records.next_offset();
-        Ok(records)
+        self.moved_past(self.topic.read(self.partition, self.position, max_records))
     }
 
     /// Like [`Reader::poll`], but reads only what one read buffer holds ([`Topic::read_buffer`]).
@@ -67,9 +63,15 @@ impl Reader {
     ///
     /// As [`Reader::poll`].
     pub fn poll_buffer(&mut self, max_records: usize) -> Result<Records> {
-        let records = self
-            .topic
-            .read_buffer(self.partition, self.position, max_records)?;
+        self.moved_past(
+            self.topic
+                .read_buffer(self.partition, self.position, max_records),
+        )
+    }
+
+    /// The records a read gave, with the position moved past them.
+    fn moved_past(&mut self, read: Result<Records>) -> Result<Records> {
+        let records = read?;
         self.position = records.next_offset();
         Ok(records)
     }
