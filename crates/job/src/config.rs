@@ -169,6 +169,26 @@ impl Default for StreamsConfig {
     }
 }
 
+impl StreamsConfig {
+    /// Whether `page_views_30s`' slide is a whole number of `page_views` windows, so that its
+    /// counts can be summed from `page_views`' closed windows (both are aligned to the epoch).
+    pub fn page_views_30s_slide_fits_page_views(&self) -> bool {
+        fits(self.page_views_window, self.page_views_30s_slide)
+    }
+
+    /// Whether `trending`'s window is a whole number of `page_views` windows, so that its page
+    /// counts can be summed from `page_views`' closed windows.
+    pub fn trending_window_fits_page_views(&self) -> bool {
+        fits(self.page_views_window, self.trending_window)
+    }
+}
+
+/// Whether `coarse` is a whole, nonzero number of `fine`s, in the milliseconds windows work in.
+fn fits(fine: Duration, coarse: Duration) -> bool {
+    let fine = fine.as_millis();
+    fine > 0 && coarse.as_millis().is_multiple_of(fine)
+}
+
 /// How distinct visitors are counted (`streams.active_visitors_count`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
@@ -461,6 +481,19 @@ mod tests {
         assert_eq!(cfg.streams.page_views_30s_slide, Duration::from_secs(5));
         assert_eq!(cfg.streams.session_gap, Duration::from_secs(1800));
         assert_eq!(cfg.streams.top_n, 10);
+    }
+
+    #[test]
+    fn coarser_windows_fit_page_views_by_whole_windows() {
+        let mut s = StreamsConfig::default();
+        assert!(s.page_views_30s_slide_fits_page_views() && s.trending_window_fits_page_views());
+        s.page_views_window = Duration::from_secs(4);
+        assert!(!s.page_views_30s_slide_fits_page_views());
+        assert!(s.trending_window_fits_page_views());
+        s.page_views_window = Duration::from_secs(7);
+        assert!(!s.page_views_30s_slide_fits_page_views());
+        s.page_views_window = Duration::from_micros(10);
+        assert!(!s.trending_window_fits_page_views(), "under a millisecond");
     }
 
     #[test]

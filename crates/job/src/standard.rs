@@ -5,9 +5,9 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use clickpulse_connectors::ResultBatch;
-use clickpulse_engine::event_time::{Aggregator, Session};
+use clickpulse_engine::event_time::{Aggregator, EventTimeOutput, Session};
 use clickpulse_engine::source::{DeadLetter, PartitionedSource};
-use clickpulse_engine::{DStream, Data, EngineError, EventTime, Job, Window, Windows};
+use clickpulse_engine::{DStream, Data, EngineError, EventTime, Job, Key, Window, Windows};
 use clickpulse_events::JsonRow;
 use rustc_hash::FxHashSet;
 use serde::{Deserialize, Serialize};
@@ -225,19 +225,85 @@ struct PaneCounts {
     pane_ms: u64,
 }
 
-impl Aggregator<(u64, Str)> for PaneCounts {
+impl Aggregator<Tally> for PaneCounts {
     type Acc = BTreeMap<u64, u64>;
     fn init(&self) -> BTreeMap<u64, u64> {
         BTreeMap::new()
     }
-    fn add(&self, acc: &mut BTreeMap<u64, u64>, (ts, _visitor): (u64, Str)) {
-        *acc.entry(ts / self.pane_ms).or_default() += 1;
+    fn add(&self, acc: &mut BTreeMap<u64, u64>, t: Tally) {
+        *acc.entry(t.ts_ms / self.pane_ms).or_default() += t.count;
     }
     fn merge(&self, acc: &mut BTreeMap<u64, u64>, other: BTreeMap<u64, u64>) {
         for (pane, n) in other {
             *acc.entry(pane).or_default() += n;
         }
     }
+}
+
+/// Clicks at an event time, as the streams counted from `page_views`' finer windows take them:
+/// either a closed `page_views` window's count (at the window's start) or one click that window
+/// refused as late, with its visitor, so that a coarser window refusing it too can report it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+struct Tally {
+    ts_ms: u64,
+    count: u64,
+    /// The visitor of a single click; `None` for a window's count.
+    visitor: Option<Str>,
+}
+
+impl Tally {
+    /// One click.
+    fn click(ts_ms: u64, visitor: Str) -> Tally {
+        Tally {
+            ts_ms,
+            count: 1,
+            visitor: Some(visitor),
+        }
+    }
+
+    /// As a late row's (visitor, time). A window's count is never late: `page_views` emits it in
+    /// the batch whose watermark passes the window's end, which is before the end of every
+    /// coarser window holding it (see [`StandardJob::page_views`]); the empty visitor is there
+    /// only so that the types close.
+    fn late(self) -> (Str, u64) {
+        (self.visitor.unwrap_or_else(|| Str::new("")), self.ts_ms)
+    }
+}
+
+/// Sums tallies.
+#[derive(Debug, Clone, Copy)]
+struct SumTally;
+
+impl Aggregator<Tally> for SumTally {
+    type Acc = u64;
+    fn init(&self) -> u64 {
+        0
+    }
+    fn add(&self, acc: &mut u64, t: Tally) {
+        *acc += t.count;
+    }
+    fn merge(&self, acc: &mut u64, other: u64) {
+        *acc += other;
+    }
+}
+
+/// A window count's closed windows, each as a [`Tally`] at its start, and the clicks it refused as
+/// late, one by one, keyed as they were.
+fn tallies<'s, K: Key>(
+    counts: &EventTimeOutput<'s, (K, Window, u64), (K, Timed)>,
+) -> DStream<'s, (K, Tally)> {
+    let windows = counts.output.map(|(key, w, count)| {
+        let tally = Tally {
+            ts_ms: w.start_ms,
+            count,
+            visitor: None,
+        };
+        (key, tally)
+    });
+    let late = counts
+        .late
+        .map(|(key, (t, visitor))| (key, Tally::click(t, visitor)));
+    windows.union(&late)
 }
 
 /// The worker (modulo the number of workers) that merges and writes `stream`'s batches: the
@@ -275,25 +341,33 @@ impl StandardJob {
         let (clicks, dead) = job.source_with_dead_letters(&clicks_source, Some(event_time))?;
         self.dead_letters(&dead);
         // One pass over the clicks gives each group of streams only the fields it reads.
+        // Pages trend by the counts `page_views` closes, when its windows fit in trending's.
+        let pages_trend_by_window = cfg.streams.trending_window_fits_page_views();
         let (views, visits, visitors, trends) = clicks.fan_out4(
-            |c: Click,
-             views: &mut Vec<(Str, Timed)>,
-             visits: &mut Vec<(Str, Timed)>,
-             visitors: &mut Vec<(Str, u64)>,
-             trends: &mut Vec<((TrendKind, Str), Timed)>| {
+            move |c: Click,
+                  views: &mut Vec<(Str, Timed)>,
+                  visits: &mut Vec<(Str, Timed)>,
+                  visitors: &mut Vec<(Str, u64)>,
+                  trends: &mut Vec<((TrendKind, Str), Tally)>| {
                 if c.page_view {
                     views.push((c.url.clone(), (c.ts_ms, c.visitor.clone())));
                 }
-                if let Some(item) = c.trend {
-                    trends.push((item, (c.ts_ms, c.visitor.clone())));
+                if let Some(item) = c.trend
+                    && !(pages_trend_by_window && item.0 == TrendKind::Page)
+                {
+                    trends.push((item, Tally::click(c.ts_ms, c.visitor.clone())));
                 }
                 visitors.push((c.visitor.clone(), c.ts_ms));
                 visits.push((c.visitor, (c.ts_ms, c.url)));
             },
         );
-        let mut late = self.page_views(&views)?;
+        let (mut late, page_tallies) = self.page_views(&views, pages_trend_by_window)?;
         late.push(self.sessions_and_segments(&visits)?);
         late.push(self.active_visitors(&visitors)?);
+        let trends = match page_tallies {
+            Some(pages) => trends.union(&pages.map(|(url, t)| ((TrendKind::Page, url), t))),
+            None => trends,
+        };
         late.push(self.trending(&trends)?);
         // One `late_events` batch per engine batch, whichever streams refused the clicks.
         self.publish(
@@ -386,27 +460,51 @@ impl StandardJob {
     }
 
     /// `page_views`, `page_views_30s` and `top_pages` from page views keyed by url (the visitor
-    /// rides along for the late stream).
+    /// rides along for the late stream). With `tallies_for_trending`, also returns `page_views`'
+    /// closed windows and refused clicks as [`Tally`]s by url, for `trending` to count.
+    ///
+    /// When `page_views`' windows fit in `page_views_30s`' slide, `page_views_30s` counts the
+    /// closed `page_views` windows (each at its start) and the clicks they refused as late, instead
+    /// of every view again; the same for `trending`'s pages. That gives the same rows and late
+    /// events as counting every view:
+    /// - every window of `page_views` lies in one pane of the coarser windows, so a view that is
+    ///   not late for `page_views` is not late for them (an event is late when the first window
+    ///   holding it ends at or before the watermark), and one it refuses goes on to them as a
+    ///   single click, to be counted or refused by their own rule;
+    /// - a `page_views` window is emitted in the batch whose watermark first reaches its end, so
+    ///   its count reaches the coarser windows, whose panes end no earlier, before the watermark
+    ///   did (never late), and in time for every window holding it, which closes in that batch
+    ///   or later.
     fn page_views<'s>(
         &self,
         views: &DStream<'s, (Str, Timed)>,
-    ) -> Result<Vec<DStream<'s, LateRow>>, EngineError> {
+        tallies_for_trending: bool,
+    ) -> Result<(Vec<DStream<'s, LateRow>>, Option<DStream<'s, (Str, Tally)>>), EngineError> {
         let s = &self.config.streams;
         let ts = |v: &(u64, Str)| v.0;
         let per_second =
             views.count_by_key_in_window(Windows::tumbling(s.page_views_window)?, ts)?;
         self.publish_page_views("page_views", &per_second.output);
+        let from_tallies = s.page_views_30s_slide_fits_page_views();
+        let tallies = (from_tallies || tallies_for_trending).then(|| tallies(&per_second));
         let sliding = Windows::sliding(s.page_views_30s_window, s.page_views_30s_slide)?;
-        let per_30s = views.count_by_key_in_window(sliding, ts)?;
-        self.publish_page_views("page_views_30s", &per_30s.output);
+        let (per_30s, late_30s) = if let Some(tallies) = tallies.as_ref().filter(|_| from_tallies) {
+            let counts = tallies.aggregate_by_key_in_window(sliding, |t| t.ts_ms, SumTally)?;
+            let late = Self::late("page_views_30s", &counts.late, |_url, t: Tally| t.late());
+            (counts.output, late)
+        } else {
+            let counts = views.count_by_key_in_window(sliding, ts)?;
+            let late = Self::late("page_views_30s", &counts.late, |_url, (t, v)| (v, t));
+            (counts.output, late)
+        };
+        self.publish_page_views("page_views_30s", &per_30s);
         let url_late = |_url: Str, (t, v): (u64, Str)| (v, t);
         let late = vec![
             Self::late("page_views", &per_second.late, url_late),
-            Self::late("page_views_30s", &per_30s.late, url_late),
+            late_30s,
         ];
 
         let top = per_30s
-            .output
             .map(|(url, w, count)| (w, (url, count)))
             .top_n_by_key(s.top_n, |v: &(Str, u64)| v.1);
         let row = |(w, (rank, (url, count))): (Window, (u32, (Str, u64)))| {
@@ -422,7 +520,7 @@ impl StandardJob {
         self.publish("top_pages", &top, row, |r| {
             Some((r.window_start_ms, r.window_end_ms))
         });
-        Ok(late)
+        Ok((late, tallies.filter(|_| tallies_for_trending)))
     }
 
     fn publish_page_views(&self, stream: &'static str, counts: &DStream<'_, (Str, Window, u64)>) {
@@ -522,10 +620,11 @@ impl StandardJob {
     }
 
     /// `trending` from the clicks that count for it, keyed by item (the visitor rides along for
-    /// the late stream).
+    /// the late stream), and, when [`StandardJob::page_views`] says they fit, from `page_views`'
+    /// windows in place of single page views.
     fn trending<'s>(
         &self,
-        trends: &DStream<'s, ((TrendKind, Str), Timed)>,
+        trends: &DStream<'s, ((TrendKind, Str), Tally)>,
     ) -> Result<DStream<'s, LateRow>, EngineError> {
         let s = &self.config.streams;
         let pane_ms = ms(s.trending_window);
@@ -534,7 +633,7 @@ impl StandardJob {
         let pairs = Windows::sliding(s.trending_window * 2, s.trending_window)?;
         let counts = trends.aggregate_by_key_in_window(
             pairs,
-            |v: &(u64, Str)| v.0,
+            |t: &Tally| t.ts_ms,
             PaneCounts { pane_ms },
         )?;
         let top = counts
@@ -570,15 +669,22 @@ impl StandardJob {
         self.publish("trending", &top, row, |r| {
             Some((r.window_start_ms, r.window_end_ms))
         });
-        Ok(Self::late("trending", &counts.late, |_item, (t, v)| (v, t)))
+        Ok(Self::late("trending", &counts.late, |_item, t: Tally| {
+            t.late()
+        }))
     }
 }
 
 #[cfg(test)]
 mod tests {
-    use std::collections::BTreeSet;
+    use std::collections::{BTreeMap, BTreeSet};
 
-    use super::{Str, UrlSet};
+    use clickpulse_engine::testing::collect_event_time;
+    use clickpulse_engine::{DStream, Window, Windows};
+    use proptest::prelude::*;
+    use serde::{Deserialize, Serialize};
+
+    use super::{PaneCounts, Str, SumTally, Tally, Timed, UrlSet, tallies};
 
     /// Inserts `urls` into a set and into a plain `BTreeSet` (the model) and compares them.
     fn check(urls: &[String]) -> UrlSet {
@@ -632,5 +738,175 @@ mod tests {
         let backward = check(&b.iter().rev().cloned().collect::<Vec<_>>());
         assert_eq!(forward, backward);
         assert_ne!(forward, check(&b[1..]));
+    }
+
+    /// What [`both_ways`] sees, from counting every click (`false`) or from the finer windows'
+    /// tallies (`true`).
+    #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
+    enum Seen {
+        Count(Str, Window, u64),
+        Panes(Str, Window, BTreeMap<u64, u64>),
+        /// A late click of the coarse count (0) or of the pane counts (1): visitor and time.
+        Late(u8, Str, u64),
+    }
+
+    /// Counts `views` over `coarse` windows and over pairs of `pane_ms` panes (as `trending`
+    /// does) both from every view and from the tallies of a `fine` count.
+    fn both_ways<'s>(
+        views: &DStream<'s, (Str, Timed)>,
+        fine: Windows,
+        coarse: Windows,
+        pane_ms: u64,
+    ) -> DStream<'s, (bool, Seen)> {
+        let ts = |v: &(u64, Str)| v.0;
+        let tally_ts = |t: &Tally| t.ts_ms;
+        let tallied = tallies(&views.count_by_key_in_window(fine, ts).unwrap());
+        let clicks = views.map(|(url, (t, visitor))| (url, Tally::click(t, visitor)));
+        let pairs = Windows::sliding(
+            std::time::Duration::from_millis(2 * pane_ms),
+            std::time::Duration::from_millis(pane_ms),
+        )
+        .unwrap();
+        let panes = PaneCounts { pane_ms };
+        let mut seen = Vec::new();
+        for (derived, input) in [(false, &clicks), (true, &tallied)] {
+            let counts = input
+                .aggregate_by_key_in_window(coarse, tally_ts, SumTally)
+                .unwrap();
+            let pane_counts = input
+                .aggregate_by_key_in_window(pairs, tally_ts, panes)
+                .unwrap();
+            seen.push(
+                counts
+                    .output
+                    .map(move |(u, w, n)| (derived, Seen::Count(u, w, n))),
+            );
+            seen.push(
+                pane_counts
+                    .output
+                    .map(move |(u, w, p)| (derived, Seen::Panes(u, w, p))),
+            );
+            for (which, late) in [(0, counts.late), (1, pane_counts.late)] {
+                seen.push(late.map(move |(_url, t): (Str, Tally)| {
+                    let (visitor, ts) = t.late();
+                    (derived, Seen::Late(which, visitor, ts))
+                }));
+            }
+        }
+        let first = seen.remove(0);
+        seen.iter().fold(first, |all, s| all.union(s))
+    }
+
+    /// Clicks `(url, visitor, ts)` per batch per partition: times wander forward with the
+    /// batches and back within them, so that some clicks are late for the finer windows only,
+    /// some for the coarser ones too.
+    fn partitions() -> impl Strategy<Value = Vec<Vec<Vec<(Str, Timed)>>>> {
+        let click = (0u8..3, 0u8..4, 0u64..12_000);
+        let batch = prop::collection::vec(click, 0..10);
+        let partition = prop::collection::vec(batch, 1..7);
+        prop::collection::vec(partition, 1..3).prop_map(|parts| {
+            parts
+                .into_iter()
+                .map(|batches| {
+                    batches
+                        .into_iter()
+                        .enumerate()
+                        .map(|(b, clicks)| {
+                            clicks
+                                .into_iter()
+                                .map(|(u, v, dt)| {
+                                    let t = 3_000 * b as u64 + dt;
+                                    (Str::new(&format!("/u{u}")), (t, Str::new(&format!("v{v}"))))
+                                })
+                                .collect()
+                        })
+                        .collect()
+                })
+                .collect()
+        })
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(48))]
+
+        /// Coarser windows counted from a finer count's closed windows and refused clicks have
+        /// the same rows, in the same batches, and the same late clicks as counted from every
+        /// click, with 1 and 2 workers (the rule `page_views_30s` and `trending` rely on).
+        #[test]
+        fn coarser_windows_from_finer_counts_equal_counting_every_click(
+            parts in partitions(),
+            fine_s in 1u64..3,
+            slide_panes in 1u64..4,
+            size_slides in 1u64..4,
+            trend_panes in 1u64..4,
+        ) {
+            let ms = std::time::Duration::from_millis;
+            let fine = Windows::tumbling(ms(fine_s * 1000)).unwrap();
+            let slide = fine_s * 1000 * slide_panes;
+            let coarse = Windows::sliding(ms(slide * size_slides), ms(slide)).unwrap();
+            let pane_ms = fine_s * 1000 * trend_panes;
+            let mut by_workers = Vec::new();
+            for workers in [1, 2] {
+                let batches = collect_event_time(
+                    workers,
+                    parts.clone(),
+                    |c: &(Str, Timed)| c.1.0,
+                    move |views| both_ways(&views, fine, coarse, pane_ms),
+                )
+                .unwrap();
+                let mut late = 0;
+                for (b, seen) in batches.iter().enumerate() {
+                    let side = |derived: bool| -> Vec<&Seen> {
+                        seen.iter().filter(|s| s.0 == derived).map(|s| &s.1).collect()
+                    };
+                    prop_assert_eq!(side(false), side(true), "batch {}", b);
+                    late += side(false).iter().filter(|s| matches!(s, Seen::Late(..))).count();
+                }
+                by_workers.push((batches, late));
+            }
+            prop_assert_eq!(&by_workers[0], &by_workers[1]);
+        }
+    }
+
+    /// The generated clicks do make some clicks late for the coarse windows and others late for
+    /// the finer ones only (or the property above would hold trivially).
+    #[test]
+    fn generated_clicks_are_late_for_finer_windows_only_often_enough() {
+        use proptest::strategy::ValueTree;
+        use proptest::test_runner::TestRunner;
+        let fine = Windows::tumbling(std::time::Duration::from_secs(1)).unwrap();
+        let coarse = Windows::sliding(
+            std::time::Duration::from_secs(6),
+            std::time::Duration::from_secs(3),
+        )
+        .unwrap();
+        let mut runner = TestRunner::deterministic();
+        let (mut fine_only, mut coarse_too) = (0, 0);
+        for _ in 0..20 {
+            let parts = partitions().new_tree(&mut runner).unwrap().current();
+            let batches = collect_event_time(
+                1,
+                parts,
+                |c: &(Str, Timed)| c.1.0,
+                move |views| {
+                    let ts = |v: &(u64, Str)| v.0;
+                    let fine_late = views.count_by_key_in_window(fine, ts).unwrap().late;
+                    let coarse_late = views.count_by_key_in_window(coarse, ts).unwrap().late;
+                    fine_late
+                        .map(|c| (false, c))
+                        .union(&coarse_late.map(|c| (true, c)))
+                },
+            )
+            .unwrap();
+            for seen in batches {
+                let coarse: Vec<_> = seen.iter().filter(|s| s.0).collect();
+                coarse_too += coarse.len();
+                fine_only += seen.iter().filter(|s| !s.0).count() - coarse.len();
+            }
+        }
+        assert!(
+            fine_only >= 10 && coarse_too >= 10,
+            "{fine_only} {coarse_too}"
+        );
     }
 }

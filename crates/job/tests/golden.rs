@@ -113,6 +113,41 @@ fn first_50k_msnbc_events_match_the_reference_model_with_1_and_2_workers() {
     );
 }
 
+/// `page_views_30s` and `trending` count their pages from `page_views`' closed windows when those
+/// fit in their panes, and from every view when they do not: with 7 s windows (which fit in
+/// neither 5 s slides nor 1 min windows) and with 4 s windows (which fit in 1 min windows only),
+/// every stream but `page_views` still equals the model.
+#[test]
+fn streams_equal_the_model_whether_or_not_page_views_windows_fit_theirs() {
+    let events = slice(0, 50_000);
+    let golden = model::expected(&events);
+    for window_ms in [7_000, 4_000] {
+        let window = std::time::Duration::from_millis(window_ms);
+        let actual = Run::new(&events, 1_000)
+            .workers(2)
+            .page_views_window(window)
+            .memory();
+        let l = |s: &str| format!("page_views windows of {window_ms} ms: {s}");
+        assert!(actual.late_rows.is_empty(), "{}", l("late rows"));
+        assert!(
+            actual
+                .page_views
+                .iter()
+                .all(|r| r.window_end_ms - r.window_start_ms == window_ms),
+            "{}",
+            l("page_views windows")
+        );
+        assert_same_rows(
+            &l("page_views_30s"),
+            &golden.page_views_30s,
+            &actual.page_views_30s,
+        );
+        assert_same_rows(&l("top_pages"), &golden.top_pages, &actual.top_pages);
+        assert_same_rows(&l("trending"), &golden.trending, &actual.trending);
+        assert_same_rows(&l("sessions"), &golden.sessions, &actual.sessions);
+    }
+}
+
 /// `active_visitors_count = "hll"` over the first 50,000 events (about 3,000 visitors a minute):
 /// the windows are the model's and each estimate is near its exact count, with 1 and with 2
 /// workers alike; every other stream still equals the model. At precision 14 the sketches stay

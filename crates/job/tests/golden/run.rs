@@ -33,6 +33,7 @@ pub struct Run<'a> {
     chunk: usize,
     workers: usize,
     hll_precision: Option<u8>,
+    page_views_window: Option<Duration>,
 }
 
 /// What a run emitted: the raw batches and every stream's rows, typed and sorted.
@@ -59,7 +60,15 @@ impl<'a> Run<'a> {
             chunk,
             workers: 1,
             hll_precision: None,
+            page_views_window: None,
         }
+    }
+
+    /// `page_views`' window (default: the model's one second). The other streams do not depend
+    /// on it, whether they are counted from its windows (when they fit) or from every view.
+    pub fn page_views_window(mut self, window: Duration) -> Self {
+        self.page_views_window = Some(window);
+        self
     }
 
     /// Counts `active_visitors` with HyperLogLog sketches of `precision` (default: exactly).
@@ -102,6 +111,9 @@ impl<'a> Run<'a> {
         if let Some(precision) = self.hll_precision {
             config.streams.active_visitors_count = DistinctCount::Hll;
             config.streams.active_visitors_hll_precision = precision;
+        }
+        if let Some(window) = self.page_views_window {
+            config.streams.page_views_window = window;
         }
         let memory = MemorySink::new();
         let outputs = Outputs::new();
