@@ -408,11 +408,17 @@ impl StandardJob {
         window: impl Fn(&R) -> Option<(u64, u64)> + 'static,
     ) {
         let runs = records.map_partitions(move |_batch, records| {
-            let mut rows: Vec<(K, Option<(u64, u64)>, JsonRow)> = records
+            // The earliest window start and the latest window end among the rows.
+            let mut bounds: Option<(u64, u64)> = None;
+            let mut rows: Vec<(K, JsonRow)> = records
                 .into_iter()
                 .map(|record| {
                     let (key, row) = row(record);
-                    (key, window(&row), row.to_json())
+                    if let Some((start, end)) = window(&row) {
+                        let (s, e) = bounds.get_or_insert((start, end));
+                        (*s, *e) = ((*s).min(start), (*e).max(end));
+                    }
+                    (key, row.to_json())
                 })
                 .collect();
             if rows.is_empty() {
@@ -421,25 +427,24 @@ impl StandardJob {
             // In place, without the stable sort's buffer: rows with equal keys are equal rows
             // (every stream's key is unique to its row, or the row itself).
             rows.sort_unstable_by(|a, b| a.0.cmp(&b.0));
-            vec![rows]
+            vec![(bounds, rows)]
         });
         let out = self.outputs.clone();
         runs.foreach_batch_on(output_worker(stream), move |info, runs| {
-            let mut rows: Vec<_> = runs.into_iter().flatten().collect();
+            let start = runs.iter().filter_map(|r| r.0.map(|b| b.0)).min();
+            let end = runs.iter().filter_map(|r| r.0.map(|b| b.1)).max();
+            let mut rows: Vec<_> = runs.into_iter().flat_map(|r| r.1).collect();
             if rows.is_empty() {
                 return;
             }
             // The runs are sorted: the stable sort finds them and merges them in linear time.
             rows.sort_by(|a, b| a.0.cmp(&b.0));
-            let bounds = rows.iter().filter_map(|r| r.1);
-            let start = bounds.clone().map(|b| b.0).min();
-            let end = bounds.map(|b| b.1).max();
             out.write(ResultBatch {
                 stream: stream.to_string(),
                 batch: info.batch,
                 window_start_ms: start,
                 window_end_ms: end,
-                rows: rows.into_iter().map(|r| r.2).collect(),
+                rows: rows.into_iter().map(|r| r.1).collect(),
             });
         });
     }
@@ -546,28 +551,35 @@ impl StandardJob {
         let s = &self.config.streams;
         let sessions = visits.session_by_key(s.session_gap, |v: &(u64, Str)| v.0, SessionAgg)?;
         let late = Self::late("sessions", &sessions.late, |v, (t, _url)| (v, t));
-        let row = |(visitor, session, stats): (Str, Session, SessionStats)| {
+        // One pass hands each closed session to its row and to `segments`, moving the session
+        // (its url set may be on the heap) instead of copying it for a second reader.
+        let mut history = self.history.reader();
+        let (closed, by_segment) = sessions.output.fan_out2(
+            move |(visitor, session, stats): (Str, Session, SessionStats),
+                  closed: &mut Vec<(Str, Session, u64, u64)>,
+                  by_segment: &mut Vec<(SmolStr, (u64, u64))>| {
+                let segment = history.segment_of(&visitor);
+                by_segment.push((segment, (session.end_ms, stats.clicks)));
+                closed.push((visitor, session, stats.clicks, stats.urls.len() as u64));
+            },
+        );
+        let row = |(visitor, session, clicks, distinct_urls): (Str, Session, u64, u64)| {
             let row = SessionRow {
                 visitor_id: visitor.clone(),
                 session_start_ms: session.start_ms,
                 session_end_ms: session.end_ms,
-                clicks: stats.clicks,
-                distinct_urls: stats.urls.len() as u64,
+                clicks,
+                distinct_urls,
             };
             ((session.end_ms, visitor), row)
         };
-        self.publish("sessions", &sessions.output, row, |r| {
+        self.publish("sessions", &closed, row, |r| {
             Some((r.session_start_ms, r.session_end_ms))
         });
 
         // A session closes once the watermark passes its last click plus the gap: windows over the
         // last click must wait that long too, or every session would be late for them.
-        let mut history = self.history.reader();
-        let by_segment = sessions.output.delay_watermark(s.session_gap)?.map(
-            move |(visitor, session, stats)| {
-                (history.segment_of(&visitor), (session.end_ms, stats.clicks))
-            },
-        );
+        let by_segment = by_segment.delay_watermark(s.session_gap)?;
         let segments = by_segment.aggregate_by_key_in_window(
             Windows::tumbling(s.segments_window)?,
             |v: &(u64, u64)| v.0,
