@@ -6,6 +6,8 @@
 //! on every copy and drop), each with its hash, computed once here for every table and exchange
 //! the string is a key of later.
 
+use clickpulse_engine::source::{DeadLetter, PartitionedSource};
+use clickpulse_engine::{DStream, Data, EngineError, EventTime, Job};
 use clickpulse_events::ClickEvent;
 use clickpulse_events::binary::{self, ClickEventRef, DecodeError};
 use serde::{Deserialize, Serialize};
@@ -129,10 +131,30 @@ impl Click {
     }
 }
 
+/// The clicks a source gives and its dead letters.
+pub type ClickStreams<'s> = (DStream<'s, Click>, DStream<'s, DeadLetter>);
+
 /// What the standard job can read: whole events (projected as they are read) or clicks.
-pub trait IntoClick {
+pub trait IntoClick: Data {
     /// The click.
     fn into_click(self) -> Click;
+
+    /// Reads `source` in `job` as clicks: each record projected with
+    /// [`into_click`](IntoClick::into_click) as it is read.
+    ///
+    /// # Errors
+    /// As [`Job::source_with_dead_letters`].
+    fn read_clicks<'s, S>(
+        job: &mut Job<'s>,
+        source: &S,
+        event_time: EventTime<Click>,
+    ) -> Result<ClickStreams<'s>, EngineError>
+    where
+        S: PartitionedSource<Item = Self> + Clone,
+    {
+        let clicks = source.clone().map_items(Self::into_click);
+        job.source_with_dead_letters(&clicks, Some(event_time))
+    }
 }
 
 impl IntoClick for ClickEvent {
@@ -144,5 +166,17 @@ impl IntoClick for ClickEvent {
 impl IntoClick for Click {
     fn into_click(self) -> Click {
         self
+    }
+
+    /// Reads the clicks as they are: an identity projection would still copy every click once.
+    fn read_clicks<'s, S>(
+        job: &mut Job<'s>,
+        source: &S,
+        event_time: EventTime<Click>,
+    ) -> Result<ClickStreams<'s>, EngineError>
+    where
+        S: PartitionedSource<Item = Click> + Clone,
+    {
+        job.source_with_dead_letters(source, Some(event_time))
     }
 }

@@ -337,8 +337,7 @@ impl StandardJob {
             .allowed_lateness(cfg.input.allowed_lateness)
             .idle_timeout(cfg.input.idle_timeout);
         // Projected as it is read: only the narrow click is ever buffered or copied.
-        let clicks_source = source.clone().map_items(IntoClick::into_click);
-        let (clicks, dead) = job.source_with_dead_letters(&clicks_source, Some(event_time))?;
+        let (clicks, dead) = S::Item::read_clicks(job, source, event_time)?;
         self.dead_letters(&dead);
         // One pass over the clicks gives each group of streams only the fields it reads.
         // Pages trend by the counts `page_views` closes, when its windows fit in trending's.
