@@ -149,10 +149,9 @@ impl JsonObject<'_> {
 fn push_json_str(out: &mut String, s: &str) {
     out.reserve(s.len() + 2);
     out.push('"');
-    // Nearly every string needs no escape: find that out with a check the compiler vectorises
-    // (no early exit), then copy the string whole.
-    let escape = |b: u8| b < 0x20 || b == b'"' || b == b'\\';
-    if !s.bytes().fold(false, |any, b| any | escape(b)) {
+    // Nearly every string needs no escape: find that out eight bytes at a time, then copy the
+    // string whole.
+    if !needs_escape(s.as_bytes()) {
         out.push_str(s);
         out.push('"');
         return;
@@ -184,6 +183,35 @@ fn push_json_str(out: &mut String, s: &str) {
     }
     out.push_str(s.get(start..).unwrap_or_default());
     out.push('"');
+}
+
+/// Whether a byte JSON strings escape: quote, backslash or a control character.
+fn escaped(b: u8) -> bool {
+    b < 0x20 || b == b'"' || b == b'\\'
+}
+
+/// Whether any byte of `s` is [`escaped`]. Looks at eight bytes at once: a word has a byte below
+/// `n` (for `n` up to 128) exactly when `(x - n·0x01…01) & !x & 0x80…80` is not zero, and a byte
+/// equal to `b` when `x ^ b·0x01…01` has a byte below 1. The last bytes are checked as the eight
+/// that end `s`, overlapping the words before; strings shorter than a word byte by byte.
+fn needs_escape(s: &[u8]) -> bool {
+    const ONES: u64 = u64::from_ne_bytes([1; 8]);
+    const HIGH: u64 = ONES << 7;
+    let below = |x: u64, n: u8| x.wrapping_sub(ONES * u64::from(n)) & !x & HIGH != 0;
+    let word = |w: &[u8; 8]| {
+        let x = u64::from_ne_bytes(*w);
+        below(x, 0x20)
+            || below(x ^ (ONES * u64::from(b'"')), 1)
+            || below(x ^ (ONES * u64::from(b'\\')), 1)
+    };
+    let Some(last) = s.last_chunk::<8>() else {
+        return s.iter().any(|&b| escaped(b));
+    };
+    let mut words = s.chunks_exact(8);
+    words
+        .by_ref()
+        .any(|w| w.first_chunk::<8>().is_some_and(word))
+        || word(last)
 }
 
 impl From<&serde_json::Value> for JsonRow {
@@ -249,7 +277,40 @@ mod tests {
         assert_eq!(back.to_value(), json!({"a": "x", "b": 1}));
     }
 
+    /// One byte of every kind at every position of strings up to three words long, among
+    /// bytes that need no escape (ASCII or not): the check flags exactly the escaped ones.
+    #[test]
+    fn the_escape_check_finds_one_byte_anywhere() {
+        for len in 1..=24 {
+            for fill in [b'a', 0x21, 0x80, 0xff] {
+                for at in 0..len {
+                    for b in 0..=255u8 {
+                        let mut bytes = vec![fill; len];
+                        bytes[at] = b;
+                        assert_eq!(needs_escape(&bytes), escaped(b), "{bytes:?}");
+                    }
+                }
+            }
+        }
+        assert!(!needs_escape(b""));
+    }
+
     proptest::proptest! {
+        /// The word-at-a-time check finds an escaped byte wherever it is, in strings of any
+        /// length (shorter than a word, whole words, words and a tail), and nothing else.
+        #[test]
+        fn the_escape_check_agrees_with_the_byte_rule(
+            bytes in proptest::collection::vec(
+                proptest::sample::select(vec![
+                    0u8, 0x01, 0x1f, 0x20, 0x21, b'"', b'#', b'[', b'\\', b']', b'a', 0x7f, 0x80,
+                    0x9f, 0xa2, 0xdc, 0xff,
+                ]),
+                0..40,
+            )
+        ) {
+            proptest::prop_assert_eq!(needs_escape(&bytes), bytes.iter().any(|&b| escaped(b)));
+        }
+
         /// Objects written field by field are the text serde_json gives the same fields, for any
         /// strings (quotes, backslashes, control characters, non-ASCII) and numbers.
         #[test]
