@@ -48,7 +48,10 @@ pub struct Click {
     pub url: HashedStr,
     /// Whether it is a page view (counts for `page_views`).
     pub page_view: bool,
-    /// What `trending` counts it as, if anything.
+    /// What `trending` counts it as, if anything. A page view's is `(TrendKind::Page, url)`, and
+    /// only a page view's is of that kind: the standard job counts trending pages from
+    /// `page_views` when it can (see [`StandardJob`](crate::StandardJob)), and builds clicks
+    /// with [`Click::of`] or [`Click::decode`], which keep to this.
     pub trend: Option<(TrendKind, HashedStr)>,
 }
 

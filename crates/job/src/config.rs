@@ -492,6 +492,10 @@ mod tests {
         assert!(s.trending_window_fits_page_views());
         s.page_views_window = Duration::from_secs(7);
         assert!(!s.page_views_30s_slide_fits_page_views());
+        // Whole windows of 30 s, but not of the 5 s slide: windows would straddle its panes.
+        s.page_views_window = Duration::from_secs(10);
+        assert!(!s.page_views_30s_slide_fits_page_views());
+        assert!(s.trending_window_fits_page_views());
         s.page_views_window = Duration::from_micros(10);
         assert!(!s.trending_window_fits_page_views(), "under a millisecond");
     }

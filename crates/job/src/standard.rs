@@ -266,6 +266,10 @@ impl Tally {
     /// coarser window holding it (see [`StandardJob::page_views`]); the empty visitor is there
     /// only so that the types close.
     fn late(self) -> (Str, u64) {
+        debug_assert!(
+            self.visitor.is_some(),
+            "a window's count came late: {self:?}"
+        );
         (self.visitor.unwrap_or_else(|| Str::new("")), self.ts_ms)
     }
 }

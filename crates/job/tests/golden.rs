@@ -115,13 +115,14 @@ fn first_50k_msnbc_events_match_the_reference_model_with_1_and_2_workers() {
 
 /// `page_views_30s` and `trending` count their pages from `page_views`' closed windows when those
 /// fit in their panes, and from every view when they do not: with 7 s windows (which fit in
-/// neither 5 s slides nor 1 min windows) and with 4 s windows (which fit in 1 min windows only),
-/// every stream but `page_views` still equals the model.
+/// neither 5 s slides nor 1 min windows), and with 4 s and 10 s windows (which fit in 1 min
+/// windows only; 10 s ones would fit in 30 s windows, but not in their 5 s slides), every stream
+/// but `page_views` still equals the model.
 #[test]
 fn streams_equal_the_model_whether_or_not_page_views_windows_fit_theirs() {
     let events = slice(0, 50_000);
     let golden = model::expected(&events);
-    for window_ms in [7_000, 4_000] {
+    for window_ms in [7_000, 4_000, 10_000] {
         let window = std::time::Duration::from_millis(window_ms);
         let actual = Run::new(&events, 1_000)
             .workers(2)
@@ -145,7 +146,78 @@ fn streams_equal_the_model_whether_or_not_page_views_windows_fit_theirs() {
         assert_same_rows(&l("top_pages"), &golden.top_pages, &actual.top_pages);
         assert_same_rows(&l("trending"), &golden.trending, &actual.trending);
         assert_same_rows(&l("sessions"), &golden.sessions, &actual.sessions);
+        assert_same_rows(
+            &l("active_visitors"),
+            &golden.active_visitors,
+            &actual.active_visitors,
+        );
+        assert_same_rows(&l("segments"), &golden.segments, &actual.segments);
     }
+}
+
+/// A click late for its one-second `page_views` window, but not for the 5 s panes of
+/// `page_views_30s` nor for `trending`'s minute: `page_views` and `sessions` refuse it (one
+/// `late_events` row each), and the streams counted from `page_views`' windows still count it,
+/// as they would counting every view.
+#[test]
+fn a_click_late_for_page_views_only_still_counts_in_coarser_windows() {
+    let t = model::HAND_MADE_START_MS;
+    // One visitor, one event per batch: the second click is checked against the watermark
+    // t + 2.5 s, past its window's end (t + 2 s), before its 5 s pane's end (t + 5 s).
+    let events = vec![
+        ClickEvent::page_view(t + 2_500, "v1", "/a"),
+        ClickEvent::page_view(t + 1_200, "v1", "/b"),
+    ];
+    let actual = Run::new(&events, 1).workers(2).memory();
+    let late = |stream: &str| LateRow {
+        stream: stream.into(),
+        visitor_id: "v1".into(),
+        ts_ms: t + 1_200,
+    };
+    let mut expected = vec![late("page_views"), late("sessions")];
+    expected.sort();
+    assert_same_rows("late_events", &expected, &actual.late_rows);
+    let urls = |rows: &[(&str, u64)]| -> Vec<(String, u64)> {
+        rows.iter().map(|(u, c)| ((*u).to_string(), *c)).collect()
+    };
+    let page_views: Vec<_> = actual
+        .page_views
+        .iter()
+        .map(|r| (r.url.to_string(), r.count))
+        .collect();
+    assert_eq!(
+        page_views,
+        urls(&[("/a", 1)]),
+        "the late click is in no 1 s window"
+    );
+    // Both clicks fall in the 5 s pane [t, t + 5 s), so in the six 30 s windows holding it.
+    let thirty: Vec<_> = actual
+        .page_views_30s
+        .iter()
+        .filter(|r| r.url.as_str() == "/b")
+        .map(|r| (r.window_start_ms, r.count))
+        .collect();
+    let expected_30s: Vec<(u64, u64)> = (0..6)
+        .map(|i| (t + 5_000 - 30_000 + i * 5_000, 1))
+        .collect();
+    assert_eq!(thirty, expected_30s, "page_views_30s counts the late click");
+    let trending: Vec<_> = actual
+        .trending
+        .iter()
+        .map(|r| (r.item.as_str(), r.count, r.window_start_ms))
+        .collect();
+    assert!(
+        trending.contains(&("/b", 1, t)),
+        "trending counts the late click: {trending:?}"
+    );
+    assert_eq!(
+        actual
+            .active_visitors
+            .iter()
+            .map(|r| r.unique_visitors)
+            .sum::<u64>(),
+        1
+    );
 }
 
 /// `active_visitors_count = "hll"` over the first 50,000 events (about 3,000 visitors a minute):
