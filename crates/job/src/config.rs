@@ -346,6 +346,14 @@ impl JobConfig {
             if d < Duration::from_millis(1) {
                 return bad(key, format!("is {d:?}; must be at least 1ms"));
             }
+            // Windows work in milliseconds: a fraction would be cut off, differently for a
+            // window and for the slide or the pane it is built from.
+            if !d.subsec_nanos().is_multiple_of(1_000_000) {
+                return bad(
+                    key,
+                    format!("is {d:?}; must be a whole number of milliseconds"),
+                );
+            }
         }
         if !s
             .page_views_30s_window
@@ -506,6 +514,12 @@ mod tests {
         cfg.streams.page_views_30s_slide = Duration::from_secs(7);
         let err = cfg.validate().unwrap_err().to_string();
         assert!(err.contains("streams.page_views_30s_window"), "{err}");
+
+        let mut cfg = JobConfig::default();
+        cfg.streams.trending_window = Duration::from_micros(1_500);
+        let err = cfg.validate().unwrap_err().to_string();
+        assert!(err.contains("streams.trending_window"), "{err}");
+        assert!(err.contains("whole number of milliseconds"), "{err}");
 
         let mut cfg = JobConfig::default();
         cfg.engine.workers = 0;
