@@ -364,7 +364,7 @@ impl StandardJob {
                 visits.push((c.visitor, (c.ts_ms, c.url)));
             },
         );
-        let (mut late, page_tallies) = self.page_views(&views, pages_trend_by_window)?;
+        let (mut late, page_tallies) = self.page_views(&views)?;
         late.push(self.sessions_and_segments(&visits)?);
         late.push(self.active_visitors(&visitors)?);
         let trends = match page_tallies {
@@ -468,8 +468,8 @@ impl StandardJob {
     }
 
     /// `page_views`, `page_views_30s` and `top_pages` from page views keyed by url (the visitor
-    /// rides along for the late stream). With `tallies_for_trending`, also returns `page_views`'
-    /// closed windows and refused clicks as [`Tally`]s by url, for `trending` to count.
+    /// rides along for the late stream). When `trending` counts pages from `page_views`' windows,
+    /// also returns those closed windows and refused clicks as [`Tally`]s by url.
     ///
     /// When `page_views`' windows fit in `page_views_30s`' slide, `page_views_30s` counts the
     /// closed `page_views` windows (each at its start) and the clicks they refused as late, instead
@@ -486,7 +486,6 @@ impl StandardJob {
     fn page_views<'s>(
         &self,
         views: &DStream<'s, (Str, Timed)>,
-        tallies_for_trending: bool,
     ) -> Result<(Vec<DStream<'s, LateRow>>, Option<DStream<'s, (Str, Tally)>>), EngineError> {
         let s = &self.config.streams;
         let ts = |v: &(u64, Str)| v.0;
@@ -494,16 +493,20 @@ impl StandardJob {
             views.count_by_key_in_window(Windows::tumbling(s.page_views_window)?, ts)?;
         self.publish_page_views("page_views", &per_second.output);
         let from_tallies = s.page_views_30s_slide_fits_page_views();
-        let tallies = (from_tallies || tallies_for_trending).then(|| tallies(&per_second));
+        let for_trending = s.trending_window_fits_page_views();
+        let tallies = (from_tallies || for_trending).then(|| tallies(&per_second));
         let sliding = Windows::sliding(s.page_views_30s_window, s.page_views_30s_slide)?;
-        let (per_30s, late_30s) = if let Some(tallies) = tallies.as_ref().filter(|_| from_tallies) {
-            let counts = tallies.aggregate_by_key_in_window(sliding, |t| t.ts_ms, SumTally)?;
-            let late = Self::late("page_views_30s", &counts.late, |_url, t: Tally| t.late());
-            (counts.output, late)
-        } else {
-            let counts = views.count_by_key_in_window(sliding, ts)?;
-            let late = Self::late("page_views_30s", &counts.late, |_url, (t, v)| (v, t));
-            (counts.output, late)
+        let (per_30s, late_30s) = match &tallies {
+            Some(tallies) if from_tallies => {
+                let counts = tallies.aggregate_by_key_in_window(sliding, |t| t.ts_ms, SumTally)?;
+                let late = Self::late("page_views_30s", &counts.late, |_url, t: Tally| t.late());
+                (counts.output, late)
+            }
+            _ => {
+                let counts = views.count_by_key_in_window(sliding, ts)?;
+                let late = Self::late("page_views_30s", &counts.late, |_url, (t, v)| (v, t));
+                (counts.output, late)
+            }
         };
         self.publish_page_views("page_views_30s", &per_30s);
         let url_late = |_url: Str, (t, v): (u64, Str)| (v, t);
@@ -528,7 +531,7 @@ impl StandardJob {
         self.publish("top_pages", &top, row, |r| {
             Some((r.window_start_ms, r.window_end_ms))
         });
-        Ok((late, tallies.filter(|_| tallies_for_trending)))
+        Ok((late, tallies.filter(|_| for_trending)))
     }
 
     fn publish_page_views(&self, stream: &'static str, counts: &DStream<'_, (Str, Window, u64)>) {
