@@ -228,8 +228,12 @@ pub fn decode_ref(bytes: &[u8]) -> Result<ClickEventRef<'_>, DecodeError> {
     let visitor_id = input.str("visitor_id")?;
     let url = input.str("url")?;
     let mut optional: [Option<&str>; 7] = [None; 7];
-    for ((slot, name), bit) in optional.iter_mut().zip(OPTIONAL_FIELDS).zip(0..) {
-        if flags & (1 << bit) != 0 {
+    // Only the fields present, in flag order (most records have none or one).
+    let mut present = flags & !PROPERTIES_FLAG;
+    while present != 0 {
+        let bit = present.trailing_zeros() as usize;
+        present &= present - 1;
+        if let (Some(slot), Some(name)) = (optional.get_mut(bit), OPTIONAL_FIELDS.get(bit)) {
             *slot = Some(input.str(name)?);
         }
     }
@@ -273,6 +277,24 @@ fn put_str(out: &mut Vec<u8>, s: &str) {
     out.extend_from_slice(s.as_bytes());
 }
 
+/// `bytes` as a string, if they are UTF-8.
+///
+/// Visitor ids, urls and event types are short and nearly always ASCII. `str::from_utf8` walks a
+/// short string byte by byte (about 70 instructions for ten bytes); `is_ascii` checks a word at
+/// a time, and ASCII needs no further validation.
+#[expect(
+    unsafe_code,
+    reason = "skips validating ASCII twice; the check is on the line above the call"
+)]
+fn utf8(bytes: &[u8]) -> Option<&str> {
+    if bytes.is_ascii() {
+        // SAFETY: every byte is below 0x80, and a sequence of ASCII bytes is valid UTF-8.
+        Some(unsafe { std::str::from_utf8_unchecked(bytes) })
+    } else {
+        std::str::from_utf8(bytes).ok()
+    }
+}
+
 /// The unread part of a payload.
 struct Input<'a> {
     rest: &'a [u8],
@@ -289,6 +311,13 @@ impl<'a> Input<'a> {
     }
 
     fn varint(&mut self, field: &'static str) -> Result<u64, DecodeError> {
+        // One byte (times within a batch's delta, string lengths) is the common case.
+        if let Some((&byte, rest)) = self.rest.split_first()
+            && byte & 0x80 == 0
+        {
+            self.rest = rest;
+            return Ok(u64::from(byte));
+        }
         let mut value = 0u64;
         for shift in (0..70).step_by(7) {
             let byte = self.byte(field)?;
@@ -320,7 +349,7 @@ impl<'a> Input<'a> {
 
     fn str(&mut self, field: &'static str) -> Result<&'a str, DecodeError> {
         let bytes = self.bytes(field)?;
-        std::str::from_utf8(bytes).map_err(|_| DecodeError::InvalidUtf8 { field })
+        utf8(bytes).ok_or(DecodeError::InvalidUtf8 { field })
     }
 
     fn properties(&mut self) -> Result<Vec<(&'a str, &'a str)>, DecodeError> {
@@ -336,7 +365,7 @@ impl<'a> Input<'a> {
                 return Err(DecodeError::UnsortedProperties);
             }
             previous = Some(key);
-            let key = std::str::from_utf8(key).map_err(|_| DecodeError::InvalidUtf8 {
+            let key = utf8(key).ok_or(DecodeError::InvalidUtf8 {
                 field: "properties",
             })?;
             let value = self.str("properties")?;
@@ -487,6 +516,54 @@ mod tests {
             Err(DecodeError::InvalidUtf8 {
                 field: "properties"
             })
+        );
+    }
+
+    #[test]
+    fn strings_are_accepted_exactly_when_they_are_utf8() {
+        // ASCII of every length around a word, with a non-ASCII byte (valid or not) at each place.
+        for len in 0..20 {
+            let ascii = vec![b'a'; len];
+            assert_eq!(utf8(&ascii), std::str::from_utf8(&ascii).ok());
+            for at in 0..=len {
+                for insert in [
+                    &[0x80u8][..],
+                    &[0xc3, 0xa9],
+                    &[0xff],
+                    &[0xe2, 0x82],
+                    &[0x7f],
+                ] {
+                    let mut bytes = ascii.clone();
+                    bytes.splice(at..at, insert.iter().copied());
+                    assert_eq!(utf8(&bytes), std::str::from_utf8(&bytes).ok(), "{bytes:?}");
+                }
+            }
+        }
+    }
+
+    proptest::proptest! {
+        #[test]
+        fn arbitrary_bytes_are_strings_exactly_when_utf8(
+            bytes in proptest::collection::vec(proptest::prelude::any::<u8>(), 0..40),
+            text in ".{0,12}",
+        ) {
+            proptest::prop_assert_eq!(utf8(&bytes), std::str::from_utf8(&bytes).ok());
+            proptest::prop_assert_eq!(utf8(text.as_bytes()), Some(text.as_str()));
+        }
+    }
+
+    #[test]
+    fn multi_byte_varints_and_lengths_decode() {
+        // A time of 300 (two varint bytes) and a visitor of 130 bytes (a two-byte length).
+        let visitor = "v".repeat(130);
+        let e = ClickEvent::page_view(300, visitor.as_str(), "/");
+        let bytes = encoded(&e);
+        assert_eq!(decode(&bytes), Ok(e));
+        // The same time with a redundant zero continuation is not the shortest form.
+        let padded = [&[VERSION, 0, 0xac, 0x82, 0x00][..], &bytes[4..]].concat();
+        assert_eq!(
+            decode(&padded),
+            Err(DecodeError::InvalidVarint { field: "ts_ms" })
         );
     }
 
