@@ -326,6 +326,8 @@ where
 struct BatchCursor {
     cap: Option<Capability<BatchId>>,
     next: BatchId,
+    /// How many records the last batch emitted.
+    emitted: usize,
 }
 
 impl BatchCursor {
@@ -333,6 +335,7 @@ impl BatchCursor {
         BatchCursor {
             cap: Some(cap),
             next: 0,
+            emitted: 0,
         }
     }
 
@@ -357,7 +360,11 @@ impl BatchCursor {
         };
         let upto = limit.unwrap_or_else(|| last_pending.max(self.next));
         while self.next < upto {
+            // Emitting hands the vector on and leaves an empty one: size it like the last
+            // batch's output instead of growing it (and copying it) record by record.
+            out.reserve(self.emitted);
             visit(self.next, out);
+            self.emitted = out.len();
             if !out.is_empty() {
                 emit(&held.delayed(&self.next), out);
                 out.clear();
