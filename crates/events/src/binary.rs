@@ -284,7 +284,7 @@ fn put_str(out: &mut Vec<u8>, s: &str) {
 /// a time, and ASCII needs no further validation.
 #[expect(
     unsafe_code,
-    reason = "skips validating ASCII twice; the check is on the line above the call"
+    reason = "ASCII is valid UTF-8; the conversion happens only after `is_ascii` holds"
 )]
 fn utf8(bytes: &[u8]) -> Option<&str> {
     if bytes.is_ascii() {
@@ -311,7 +311,7 @@ impl<'a> Input<'a> {
     }
 
     fn varint(&mut self, field: &'static str) -> Result<u64, DecodeError> {
-        // One byte (times within a batch's delta, string lengths) is the common case.
+        // Nearly every string length is a single byte.
         if let Some((&byte, rest)) = self.rest.split_first()
             && byte & 0x80 == 0
         {
