@@ -154,6 +154,25 @@ proptest! {
         })?;
     }
 
+    /// Each worker emits its windows in order of their ends and a window's keys in order (what
+    /// the harness compares is sorted, so this looks at each worker's records as they come).
+    #[test]
+    fn window_results_come_in_window_and_key_order_on_each_worker(
+        parts in event_partitions(),
+        (windows, _spec) in window_shapes(),
+    ) {
+        for workers in [1, 2, 4] {
+            let sorted = collect_event_time(workers, parts.clone(), ts, move |s| {
+                let o = s.map(keyed).count_by_key_in_window(windows, ts).unwrap();
+                o.output.map_partitions(|_b, rows| {
+                    let order = |r: &(char, Window, u64)| (r.1.end_ms, r.0);
+                    vec![rows.windows(2).all(|p| order(&p[0]) < order(&p[1]))]
+                })
+            });
+            prop_assert!(sorted.unwrap().concat().into_iter().all(|s| s), "{workers} workers");
+        }
+    }
+
     #[test]
     fn reduce_by_key_in_window_matches_model(
         parts in event_partitions(),

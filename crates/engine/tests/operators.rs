@@ -498,6 +498,24 @@ proptest! {
         })?;
     }
 
+    /// Each worker emits its keys in order and each key's values by rank, so whoever sorts a
+    /// batch's results by key and rank later finds them sorted (`collect` sorts, so this looks
+    /// at each worker's records as they come).
+    #[test]
+    fn top_n_by_key_emits_keys_in_order_on_each_worker(parts in partitions(), n in 1..=3usize) {
+        for workers in WORKERS {
+            let sorted = collect_partitioned(workers, parts.clone(), move |s| {
+                s.map_values(|v| (v % 3, v))
+                    .top_n_by_key(n, |v: &(i32, i32)| v.0)
+                    .map_partitions(|_b, records| {
+                        vec![records.windows(2).all(|p| (p[0].0, p[0].1.0) < (p[1].0, p[1].1.0))]
+                    })
+            })
+            .unwrap();
+            prop_assert!(sorted.concat().into_iter().all(|s| s), "{workers} workers");
+        }
+    }
+
     /// One partition, so each key's records arrive in source order and the running sums are
     /// deterministic.
     #[test]

@@ -112,8 +112,8 @@ impl<K: Key, A: Data> Panes<K, A> {
         }
     }
 
-    /// Emits every window that holds data and ends at or before `now`, in order of their ends,
-    /// and forgets the panes no open window needs.
+    /// Emits every window that holds data and ends at or before `now`, in order of their ends and
+    /// each window's keys in order, and forgets the panes no open window needs.
     fn close<V>(
         &mut self,
         agg: &impl Aggregator<V, Acc = A>,
@@ -153,7 +153,13 @@ impl<K: Key, A: Data> Panes<K, A> {
                 start_ms: start,
                 end_ms: end,
             };
+            let first = out.len();
             out.extend(window.into_iter().map(|(k, acc)| (k, w, acc)));
+            // Keys are unique within a window. Sorting a window's few keys here is cheaper than
+            // sorting a whole batch's results later, which then finds them in order.
+            if let Some(keys) = out.get_mut(first..) {
+                keys.sort_unstable_by(|a, b| a.0.cmp(&b.0));
+            }
             self.closed_upto = end;
         }
     }
@@ -169,7 +175,8 @@ impl<K: Key, A: Data> Panes<K, A> {
 
 impl<'s, K: Key, V: Data> DStream<'s, (K, V)> {
     /// Aggregates each key's values per event-time window (`ts` gives a value's event time in ms),
-    /// emitting `(key, window, accumulator)` when the watermark passes the window's end.
+    /// emitting `(key, window, accumulator)` when the watermark passes the window's end. Each
+    /// worker emits its windows in order of their ends, and a window's keys in order.
     ///
     /// Windows are computed from panes, slide-long slices of time: each value is folded into its
     /// one pane (not into every window it belongs to), pre-aggregated per worker and batch, then
@@ -347,17 +354,17 @@ mod tests {
         panes.merge_all::<()>(&Count, [('b', 0, 32)].into_iter());
         let mut out = Vec::new();
         panes.close::<()>(&Count, 2000, &mut out);
-        out.sort();
         let w = |start_ms| Window {
             start_ms,
             end_ms: start_ms + 1000,
         };
+        // Windows in order of their ends, each window's keys in order.
         assert_eq!(
             out,
             vec![
                 ('a', w(0), 9),
-                ('a', w(1000), 4),
                 ('b', w(0), 34),
+                ('a', w(1000), 4),
                 ('b', w(1000), 16)
             ]
         );

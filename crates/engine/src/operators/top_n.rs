@@ -64,7 +64,7 @@ impl<'s, T: Data + Ord> DStream<'s, T> {
 impl<'s, K: Key, V: Data + Ord> DStream<'s, (K, V)> {
     /// For each key of each batch, its `n` values with the greatest `by(value)`, as
     /// `(key, (rank, value))`; ties go to the smaller value. Values are ranked per worker first,
-    /// then on the key's worker.
+    /// then on the key's worker, which emits its keys in order, each key's values by rank.
     ///
     /// # Examples
     /// ```
@@ -102,7 +102,11 @@ impl<'s, K: Key, V: Data + Ord> DStream<'s, (K, V)> {
                 for (k, v) in data {
                     merged.entry(k).or_default().push(v);
                 }
-                for (k, vs) in merged.drain() {
+                // Keys in order: a batch's keys are few (windows, say), and its ranked rows then
+                // come sorted by key and rank.
+                let mut keys: Vec<(K, Vec<V>)> = merged.drain().collect();
+                keys.sort_unstable_by(|a, b| a.0.cmp(&b.0));
+                for (k, vs) in keys {
                     let ranked = best(vs, n, &by).into_iter().zip(1u32..);
                     out.extend(ranked.map(|(v, r)| (k.clone(), (r, v))));
                 }
