@@ -337,6 +337,7 @@ impl<'a> Input<'a> {
         Err(DecodeError::InvalidVarint { field })
     }
 
+    #[inline]
     fn bytes(&mut self, field: &'static str) -> Result<&'a [u8], DecodeError> {
         let len = self.varint(field)?;
         let (bytes, rest) = usize::try_from(len)
@@ -347,6 +348,7 @@ impl<'a> Input<'a> {
         Ok(bytes)
     }
 
+    #[inline]
     fn str(&mut self, field: &'static str) -> Result<&'a str, DecodeError> {
         let bytes = self.bytes(field)?;
         utf8(bytes).ok_or(DecodeError::InvalidUtf8 { field })

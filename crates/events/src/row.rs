@@ -171,16 +171,25 @@ impl JsonObject<'_> {
 
 /// Appends `s` as a JSON string, escaped exactly as `serde_json` escapes it: quote, backslash and
 /// control characters; `\b \f \n \r \t` in their short forms, the others as `\u00XX`.
+#[inline(always)]
 fn push_json_str(out: &mut String, s: &str) {
-    out.reserve(s.len() + 2);
-    out.push('"');
     // Nearly every string needs no escape: find that out eight bytes at a time, then copy the
-    // string whole.
-    if !needs_escape(s.as_bytes()) {
-        out.push_str(s);
-        out.push('"');
+    // string whole, inline where the row is written.
+    if needs_escape(s.as_bytes()) {
+        push_escaped(out, s);
         return;
     }
+    out.reserve(s.len() + 2);
+    out.push('"');
+    out.push_str(s);
+    out.push('"');
+}
+
+/// [`push_json_str`] for a string with bytes JSON escapes.
+#[cold]
+fn push_escaped(out: &mut String, s: &str) {
+    out.reserve(s.len() + 2);
+    out.push('"');
     let mut start = 0;
     for (i, b) in s.bytes().enumerate() {
         let short = match b {
