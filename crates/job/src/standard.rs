@@ -436,7 +436,11 @@ impl StandardJob {
         runs.foreach_batch_on(output_worker(stream), move |info, runs| {
             let start = runs.iter().filter_map(|r| r.0.map(|b| b.0)).min();
             let end = runs.iter().filter_map(|r| r.0.map(|b| b.1)).max();
-            let mut rows: Vec<_> = runs.into_iter().flat_map(|r| r.1).collect();
+            // At its exact size: collecting through `flat_map` grows the vector run by run.
+            let mut rows = Vec::with_capacity(runs.iter().map(|r| r.1.len()).sum());
+            for (_, run) in runs {
+                rows.extend(run);
+            }
             if rows.is_empty() {
                 return;
             }
