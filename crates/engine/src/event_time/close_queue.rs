@@ -4,8 +4,8 @@
 //! A binary heap of `(time, key)` costs a sift through `log n` entries scattered over memory for
 //! every pop, and with tens of thousands of open sessions per worker that is a cache miss per
 //! level. Here entries go into slots of `slot_ms` of time, each a vector appended to in arrival
-//! order; the slots due are taken whole, sorted (nearly sorted already, so this is close to a
-//! linear pass) and handed out in order. Memory is touched sequentially on both sides.
+//! order; the slots due are taken whole, each sorted on its own (a slot's entries are few), and
+//! handed out in order. Memory is touched sequentially on both sides.
 
 use std::collections::BTreeMap;
 
@@ -49,6 +49,11 @@ impl<K: Ord> CloseQueue<K> {
             if start > now {
                 break;
             }
+            // Slots hold disjoint times and are taken in order: sorting each one's entries as they
+            // are taken leaves `due` sorted, for a sort of a slot's few entries at a time instead
+            // of one of the whole batch (whose arrivals, interleaved from several partitions and
+            // re-filed keys, form runs too short to merge cheaply).
+            let from = due.len();
             let entries = slot.get_mut();
             if last > now {
                 // The slot `now` falls in: take what is due, keep the rest.
@@ -63,14 +68,14 @@ impl<K: Ord> CloseQueue<K> {
                 if entries.is_empty() {
                     self.spare.push(slot.remove());
                 }
+                sort_from(due, from);
                 break;
             }
             let mut entries = slot.remove();
             due.append(&mut entries);
             self.spare.push(entries);
+            sort_from(due, from);
         }
-        // Stable: finds the runs the nearly ordered arrivals form and merges them.
-        due.sort();
     }
 
     /// How many entries are queued.
@@ -86,6 +91,13 @@ impl<K: Ord> CloseQueue<K> {
             .chain(&self.spare)
             .map(Vec::capacity)
             .sum()
+    }
+}
+
+/// Sorts `due` from `from` on (equal entries are interchangeable, so the unstable sort will do).
+fn sort_from<K: Ord>(due: &mut [(u64, K)], from: usize) {
+    if let Some(taken) = due.get_mut(from..) {
+        taken.sort_unstable();
     }
 }
 
