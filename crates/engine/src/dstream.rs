@@ -326,7 +326,7 @@ where
 struct BatchCursor {
     cap: Option<Capability<BatchId>>,
     next: BatchId,
-    /// How many records the last batch emitted.
+    /// How many records the last batch's visit produced.
     emitted: usize,
 }
 

@@ -311,7 +311,7 @@ impl<'a> Input<'a> {
     }
 
     fn varint(&mut self, field: &'static str) -> Result<u64, DecodeError> {
-        // Nearly every string length is a single byte.
+        // Nearly every string length is a single byte (event times take the loop).
         if let Some((&byte, rest)) = self.rest.split_first()
             && byte & 0x80 == 0
         {
@@ -523,7 +523,8 @@ mod tests {
 
     #[test]
     fn strings_are_accepted_exactly_when_they_are_utf8() {
-        // ASCII of every length around a word, with a non-ASCII byte (valid or not) at each place.
+        // ASCII of every length around a word, with another sequence at each place: non-ASCII
+        // (valid, truncated or invalid) or the last ASCII byte.
         for len in 0..20 {
             let ascii = vec![b'a'; len];
             assert_eq!(utf8(&ascii), std::str::from_utf8(&ascii).ok());
