@@ -115,28 +115,11 @@ pub struct JsonObject<'a> {
 impl JsonObject<'_> {
     /// Writes `"name":` (after a comma unless it is the first field).
     ///
-    /// Inlined with the field methods into each row's writer, where names are literals: the
-    /// escape check of a literal then folds away and its copy is a few stores, where a call per
-    /// name had cost about 130 instructions. A name that needs escaping takes the general path.
+    /// Inlined with the field methods and [`push_json_str`] into each row's writer, where names
+    /// are literals: the escape check of a literal then folds away and its copy is a few stores,
+    /// where a call per name had cost about 130 instructions.
     #[inline(always)]
     fn name(&mut self, name: &str) {
-        if needs_escape(name.as_bytes()) {
-            self.escaped_name(name);
-            return;
-        }
-        let text = &mut *self.text;
-        text.reserve(name.len() + 4);
-        if text.len() > 1 {
-            text.push(',');
-        }
-        text.push('"');
-        text.push_str(name);
-        text.push_str("\":");
-    }
-
-    /// [`JsonObject::name`] for a name with characters JSON escapes.
-    #[cold]
-    fn escaped_name(&mut self, name: &str) {
         if self.text.len() > 1 {
             self.text.push(',');
         }
