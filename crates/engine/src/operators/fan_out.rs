@@ -11,6 +11,20 @@ use timely::progress::operate::FrontierInterest;
 use crate::dstream::{DStream, Data};
 
 /// Defines `DStream::$name`, a fan-out into one stream per `($type, $buffer, $output, $stream)`.
+/// Room to reserve for an output of a container of `len` records, when the last container held
+/// `last` records and gave that output `given`.
+fn expected(len: usize, last: usize, given: usize) -> usize {
+    if last == 0 {
+        return given;
+    }
+    let expected = len.saturating_mul(given).div_ceil(last);
+    if given >= last {
+        expected
+    } else {
+        expected + expected / 4
+    }
+}
+
 macro_rules! fan_out {
     ($(#[$doc:meta])* $name:ident: $(($ty:ident, $buf:ident, $out:ident, $stream:ident)),+) => {
         impl<'s, T: Data> DStream<'s, T> {
@@ -27,17 +41,23 @@ macro_rules! fan_out {
                 builder.build(move |_capabilities| {
                     // Each output's buffer and how many records it took from the last container.
                     $(let mut $buf: (Vec<$ty>, usize) = (Vec::new(), 0);)+
+                    // How many records the last container held.
+                    let mut last = 0;
                     move |_frontiers| {
                         $(let mut $out = $out.activate();)+
                         input.for_each_time(|time, containers| {
                             for container in containers {
                                 // `give` usually takes the buffer and leaves an empty one: size
-                                // it once from the last container instead of growing it record
-                                // by record.
-                                $($buf.0.reserve($buf.1);)+
+                                // it once instead of growing it record by record, for as many
+                                // records per input record as the last container gave (a
+                                // quarter more where that was fewer than one each), since
+                                // containers differ in length.
+                                let len = container.len();
+                                $($buf.0.reserve(expected(len, last, $buf.1));)+
                                 for record in container.drain(..) {
                                     f(record, $(&mut $buf.0),+);
                                 }
+                                last = len;
                                 $($buf.1 = $buf.0.len();
                                 $out.give(&time, &mut $buf.0);
                                 // `give` may leave another container's records behind.
