@@ -145,7 +145,7 @@ impl<F: Feed, S: FnMut(&str) -> anyhow::Result<F>> Feeds<F, S> {
 
 /// Publishes a batch read back from Kafka into the hub; batches it already has are skipped.
 pub fn publish(hub: &Hub, batch: ResultBatch) {
-    match hub.publish(update_of(batch)) {
+    match hub.publish(update_of(&batch)) {
         Ok(()) => {}
         // A consumer started again reads batches the hub already has.
         Err(HubError::StaleBatch { .. }) => {}
@@ -330,7 +330,7 @@ mod tests {
             batch: b,
             window_start_ms: Some(0),
             window_end_ms: Some(30_000),
-            rows: vec![serde_json::json!({"rank": 1, "url": "/", "count": b}).into()],
+            rows: vec![serde_json::json!({"rank": 1, "url": "/", "count": b})].into(),
         };
         publish(&hub, batch(3));
         publish(&hub, batch(4));
@@ -341,8 +341,9 @@ mod tests {
             .map(|d| d.batch)
             .collect();
         assert_eq!(got, [3, 4]);
-        let expected = StreamUpdate::new("top_pages", 4, batch(4).rows).with_window(0, 30_000);
-        assert_eq!(update_of(batch(4)), expected);
+        let expected =
+            StreamUpdate::new("top_pages", 4, batch(4).rows.to_rows()).with_window(0, 30_000);
+        assert_eq!(update_of(&batch(4)), expected);
     }
 
     #[test]

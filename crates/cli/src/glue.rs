@@ -50,7 +50,7 @@ impl ResultSink for HubSink {
 
     fn write(&mut self, batch: &ResultBatch) -> Result<(), SinkError> {
         self.hub
-            .publish(update_of(batch.clone()))
+            .publish(update_of(batch))
             .map_err(|e| SinkError::Write {
                 sink: "hub".into(),
                 message: e.to_string(),
@@ -59,8 +59,8 @@ impl ResultSink for HubSink {
 }
 
 /// A result batch as a hub update, with its window bounds when it has both.
-pub fn update_of(batch: ResultBatch) -> StreamUpdate {
-    let update = StreamUpdate::new(batch.stream, batch.batch, batch.rows);
+pub fn update_of(batch: &ResultBatch) -> StreamUpdate {
+    let update = StreamUpdate::new(batch.stream.clone(), batch.batch, batch.rows.to_rows());
     match (batch.window_start_ms, batch.window_end_ms) {
         (Some(s), Some(e)) => update.with_window(s, e),
         _ => update,

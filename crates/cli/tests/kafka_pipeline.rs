@@ -145,8 +145,7 @@ fn every_result_topic_holds_what_the_run_wrote(brokers: &str, written: &Path) {
             let consumer = ResultConsumer::start(brokers, stream, &topic, StartFrom::Beginning, {
                 move |batch| {
                     let mut rows = sink.lock().unwrap();
-                    for row in batch.rows {
-                        let mut row = row.to_value();
+                    for mut row in batch.rows.to_values() {
                         row.as_object_mut()
                             .unwrap()
                             .insert("batch".into(), json!(batch.batch));

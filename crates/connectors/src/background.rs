@@ -30,7 +30,7 @@ enum Message {
 ///     batch: 1,
 ///     window_start_ms: None,
 ///     window_end_ms: None,
-///     rows: vec![JsonRow::from(serde_json::json!({"count": 2}))],
+///     rows: vec![JsonRow::from(serde_json::json!({"count": 2}))].into(),
 /// }).unwrap();
 /// sink.flush().unwrap(); // waits for the file
 /// assert!(dir.path().join("page_views/batch-000000000001.jsonl").exists());
@@ -148,6 +148,8 @@ impl Drop for BackgroundSink {
 mod tests {
     use std::sync::Mutex;
 
+    use clickpulse_events::JsonRows;
+
     use super::*;
 
     /// Records batch ids; fails the batches listed in `fail`.
@@ -179,7 +181,7 @@ mod tests {
             batch: id,
             window_start_ms: None,
             window_end_ms: None,
-            rows: Vec::new(),
+            rows: JsonRows::new(),
         }
     }
 

@@ -2,7 +2,7 @@
 
 use std::sync::Arc;
 
-use clickpulse_events::JsonRow;
+use clickpulse_events::JsonRows;
 use serde::{Deserialize, Serialize};
 
 /// One stream's rows of one batch.
@@ -17,7 +17,7 @@ pub struct ResultBatch {
     /// The latest window end among the rows, when the rows are windowed.
     pub window_end_ms: Option<u64>,
     /// The rows, JSON objects with the stream's fields, serialised where they were computed.
-    pub rows: Vec<JsonRow>,
+    pub rows: JsonRows,
 }
 
 /// A sink failure.

@@ -14,6 +14,7 @@
 //! | [`msnbc`] | the UCI MSNBC file replayed by the canonical mapping, in canonical order |
 //! | [`binary`] | the compact, versioned, canonical encoding of an event for log records |
 //! | [`JsonRow`] | a result row as JSON text, serialised once and passed on unchanged |
+//! | [`JsonRows`] | a batch's rows as one text |
 //!
 //! # Line formats
 //!
@@ -87,6 +88,7 @@ pub mod msnbc;
 mod parse;
 mod partition;
 mod row;
+mod rows;
 
 pub use event::{ClickEvent, DEFAULT_EVENT_TYPE};
 pub use format::{Format, LineFormat, UnknownFormat};
@@ -95,3 +97,4 @@ pub use parse::{
 };
 pub use partition::partition_for;
 pub use row::{JsonObject, JsonRow};
+pub use rows::JsonRows;

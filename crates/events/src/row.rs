@@ -65,9 +65,7 @@ impl JsonRow {
     pub fn object(fill: impl FnOnce(&mut JsonObject<'_>)) -> Self {
         let mut text = OBJECT_TEXT.try_with(Cell::take).unwrap_or_default();
         text.clear();
-        text.push('{');
-        fill(&mut JsonObject { text: &mut text });
-        text.push('}');
+        JsonObject::write(&mut text, fill);
         let row = JsonRow(Box::from(text.as_str()));
         // An unusually large row (a dead letter's raw record) does not pin its buffer.
         if text.capacity() <= MAX_KEPT_OBJECT_TEXT {
@@ -100,6 +98,11 @@ impl JsonRow {
         &self.0
     }
 
+    /// A row of text that is known to be JSON (written by [`JsonObject`] or checked before).
+    pub(crate) fn trusted(text: &str) -> Self {
+        JsonRow(text.into())
+    }
+
     /// The row parsed, for callers that look inside (tests, keys of Kafka records).
     pub fn to_value(&self) -> serde_json::Value {
         // The text was checked, or written by serde_json or `object`, so it parses.
@@ -107,12 +110,24 @@ impl JsonRow {
     }
 }
 
-/// The fields of an object [`JsonRow::object`] is writing.
+/// The fields of an object [`JsonRow::object`] (or [`JsonRows::object`](crate::JsonRows::object))
+/// is writing.
 pub struct JsonObject<'a> {
     text: &'a mut String,
+    /// Where the object's text starts in `text`.
+    start: usize,
 }
 
 impl JsonObject<'_> {
+    /// Appends to `text` the object `fill` writes.
+    #[inline(always)]
+    pub(crate) fn write(text: &mut String, fill: impl FnOnce(&mut JsonObject<'_>)) {
+        let start = text.len();
+        text.push('{');
+        fill(&mut JsonObject { text, start });
+        text.push('}');
+    }
+
     /// Writes `"name":` (after a comma unless it is the first field).
     ///
     /// Inlined with the field methods and [`push_json_str`] into each row's writer, where names
@@ -120,7 +135,7 @@ impl JsonObject<'_> {
     /// where a call per name had cost about 130 instructions.
     #[inline(always)]
     fn name(&mut self, name: &str) {
-        if self.text.len() > 1 {
+        if self.text.len() > self.start + 1 {
             self.text.push(',');
         }
         push_json_str(self.text, name);

@@ -87,8 +87,7 @@ impl MemorySink {
         self.batches()
             .into_iter()
             .filter(|b| b.stream == stream)
-            .flat_map(|b| b.rows)
-            .map(|r| r.to_value())
+            .flat_map(|b| b.rows.to_values())
             .collect()
     }
 }

@@ -1,14 +1,25 @@
 //! The rows of the standard streams, with exactly the field names the outputs carry.
 
-use clickpulse_events::JsonRow;
+use clickpulse_events::{JsonObject, JsonRow, JsonRows};
 use serde::{Deserialize, Serialize};
 
-/// A row that writes its own JSON text with [`JsonRow::object`]: the text `serde_json` gives
-/// the row (field for field, in declaration order; tested against it), without serde's per-field
-/// work. The job publishes every row this way.
+/// A row that writes its own JSON text with a [`JsonObject`]: the text `serde_json` gives the
+/// row (field for field, in declaration order; tested against it), without serde's per-field
+/// work. The job publishes every row this way, into its batch's [`JsonRows`].
 pub trait ToJson {
-    /// The row as JSON text.
-    fn to_json(&self) -> JsonRow;
+    /// Writes the row's fields.
+    fn fields(&self, o: &mut JsonObject<'_>);
+
+    /// The row as JSON text of its own.
+    fn to_json(&self) -> JsonRow {
+        JsonRow::object(|o| self.fields(o))
+    }
+
+    /// Appends the row to `rows`.
+    #[inline]
+    fn write_to(&self, rows: &mut JsonRows) {
+        rows.object(|o| self.fields(o));
+    }
 }
 
 /// `page_views` and `page_views_30s`: page views per url and window. The url's type is a
@@ -127,95 +138,79 @@ pub struct DeadLetterRow {
 }
 
 impl<S: AsRef<str>> ToJson for PageViewRow<S> {
-    fn to_json(&self) -> JsonRow {
-        JsonRow::object(|o| {
-            o.u64("window_start_ms", self.window_start_ms)
-                .u64("window_end_ms", self.window_end_ms)
-                .str("url", self.url.as_ref())
-                .u64("count", self.count);
-        })
+    fn fields(&self, o: &mut JsonObject<'_>) {
+        o.u64("window_start_ms", self.window_start_ms)
+            .u64("window_end_ms", self.window_end_ms)
+            .str("url", self.url.as_ref())
+            .u64("count", self.count);
     }
 }
 
 impl<S: AsRef<str>> ToJson for TopPageRow<S> {
-    fn to_json(&self) -> JsonRow {
-        JsonRow::object(|o| {
-            o.u64("window_start_ms", self.window_start_ms)
-                .u64("window_end_ms", self.window_end_ms)
-                .u64("rank", u64::from(self.rank))
-                .str("url", self.url.as_ref())
-                .u64("count", self.count);
-        })
+    fn fields(&self, o: &mut JsonObject<'_>) {
+        o.u64("window_start_ms", self.window_start_ms)
+            .u64("window_end_ms", self.window_end_ms)
+            .u64("rank", u64::from(self.rank))
+            .str("url", self.url.as_ref())
+            .u64("count", self.count);
     }
 }
 
 impl<S: AsRef<str>> ToJson for SessionRow<S> {
-    fn to_json(&self) -> JsonRow {
-        JsonRow::object(|o| {
-            o.str("visitor_id", self.visitor_id.as_ref())
-                .u64("session_start_ms", self.session_start_ms)
-                .u64("session_end_ms", self.session_end_ms)
-                .u64("clicks", self.clicks)
-                .u64("distinct_urls", self.distinct_urls);
-        })
+    fn fields(&self, o: &mut JsonObject<'_>) {
+        o.str("visitor_id", self.visitor_id.as_ref())
+            .u64("session_start_ms", self.session_start_ms)
+            .u64("session_end_ms", self.session_end_ms)
+            .u64("clicks", self.clicks)
+            .u64("distinct_urls", self.distinct_urls);
     }
 }
 
 impl ToJson for ActiveVisitorsRow {
-    fn to_json(&self) -> JsonRow {
-        JsonRow::object(|o| {
-            o.u64("window_start_ms", self.window_start_ms)
-                .u64("window_end_ms", self.window_end_ms)
-                .u64("unique_visitors", self.unique_visitors);
-        })
+    fn fields(&self, o: &mut JsonObject<'_>) {
+        o.u64("window_start_ms", self.window_start_ms)
+            .u64("window_end_ms", self.window_end_ms)
+            .u64("unique_visitors", self.unique_visitors);
     }
 }
 
 impl ToJson for SegmentRow {
-    fn to_json(&self) -> JsonRow {
-        JsonRow::object(|o| {
-            o.u64("window_start_ms", self.window_start_ms)
-                .u64("window_end_ms", self.window_end_ms)
-                .str("segment", &self.segment)
-                .u64("sessions", self.sessions)
-                .u64("clicks", self.clicks);
-        })
+    fn fields(&self, o: &mut JsonObject<'_>) {
+        o.u64("window_start_ms", self.window_start_ms)
+            .u64("window_end_ms", self.window_end_ms)
+            .str("segment", &self.segment)
+            .u64("sessions", self.sessions)
+            .u64("clicks", self.clicks);
     }
 }
 
 impl ToJson for TrendingRow {
-    fn to_json(&self) -> JsonRow {
-        JsonRow::object(|o| {
-            o.u64("window_start_ms", self.window_start_ms)
-                .u64("window_end_ms", self.window_end_ms)
-                .str("kind", &self.kind)
-                .str("item", &self.item)
-                .u64("count", self.count)
-                .u64("previous_count", self.previous_count)
-                .i64("score", self.score);
-        })
+    fn fields(&self, o: &mut JsonObject<'_>) {
+        o.u64("window_start_ms", self.window_start_ms)
+            .u64("window_end_ms", self.window_end_ms)
+            .str("kind", &self.kind)
+            .str("item", &self.item)
+            .u64("count", self.count)
+            .u64("previous_count", self.previous_count)
+            .i64("score", self.score);
     }
 }
 
 impl ToJson for LateRow {
-    fn to_json(&self) -> JsonRow {
-        JsonRow::object(|o| {
-            o.str("stream", &self.stream)
-                .str("visitor_id", &self.visitor_id)
-                .u64("ts_ms", self.ts_ms);
-        })
+    fn fields(&self, o: &mut JsonObject<'_>) {
+        o.str("stream", &self.stream)
+            .str("visitor_id", &self.visitor_id)
+            .u64("ts_ms", self.ts_ms);
     }
 }
 
 impl ToJson for DeadLetterRow {
-    fn to_json(&self) -> JsonRow {
-        JsonRow::object(|o| {
-            o.str("source", &self.source)
-                .u64("partition", u64::from(self.partition))
-                .u64("offset", self.offset)
-                .str("reason", &self.reason)
-                .str("raw", &self.raw);
-        })
+    fn fields(&self, o: &mut JsonObject<'_>) {
+        o.str("source", &self.source)
+            .u64("partition", u64::from(self.partition))
+            .u64("offset", self.offset)
+            .str("reason", &self.reason)
+            .str("raw", &self.raw);
     }
 }
 

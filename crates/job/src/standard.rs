@@ -8,7 +8,7 @@ use clickpulse_connectors::ResultBatch;
 use clickpulse_engine::event_time::{Aggregator, EventTimeOutput, Session};
 use clickpulse_engine::source::{DeadLetter, PartitionedSource};
 use clickpulse_engine::{DStream, Data, EngineError, EventTime, Job, Key, Window, Windows};
-use clickpulse_events::JsonRow;
+use clickpulse_events::JsonRows;
 use rustc_hash::FxHashSet;
 use serde::{Deserialize, Serialize};
 use smallvec::SmallVec;
@@ -323,6 +323,76 @@ fn ms(d: Duration) -> u64 {
     u64::try_from(d.as_millis()).unwrap_or(u64::MAX)
 }
 
+/// One worker's rows of a stream in a batch: their texts, the keys they are published in the
+/// order of, and the earliest window start and latest window end among them.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+struct Run<K> {
+    keys: Vec<K>,
+    rows: JsonRows,
+    bounds: Option<(u64, u64)>,
+}
+
+impl<K: Ord> Run<K> {
+    /// Room for `rows` rows (of a guess at their text's length).
+    fn with_capacity(rows: usize) -> Self {
+        Run {
+            keys: Vec::with_capacity(rows),
+            rows: JsonRows::with_capacity(rows, rows * 96),
+            bounds: None,
+        }
+    }
+
+    /// The rows in the order of their keys. Most streams' operators emit them in order already,
+    /// which is only checked; the others are sorted by key, with each row's text copied once.
+    fn sorted(self) -> Self {
+        if self.keys.is_sorted() {
+            return self;
+        }
+        let mut order: Vec<(K, usize)> = self.keys.into_iter().zip(0..).collect();
+        // Rows with equal keys are equal rows (every stream's key is unique to its row, or the
+        // row itself), so the unstable sort will do.
+        order.sort_unstable_by(|a, b| a.0.cmp(&b.0));
+        let rows = self.rows.reordered(order.iter().map(|o| o.1));
+        Run {
+            keys: order.into_iter().map(|o| o.0).collect(),
+            rows,
+            bounds: self.bounds,
+        }
+    }
+}
+
+/// The workers' sorted runs merged into one batch of rows, in key order.
+fn merge<K: Ord>(mut runs: Vec<Run<K>>) -> JsonRows {
+    runs.retain(|r| !r.keys.is_empty());
+    if runs.len() <= 1 {
+        return runs.pop().map(|r| r.rows).unwrap_or_default();
+    }
+    let rows = runs.iter().map(|r| r.rows.len()).sum();
+    let bytes = runs.iter().map(|r| r.rows.text_len()).sum();
+    let mut merged = JsonRows::with_capacity(rows, bytes);
+    // The next row of each run; a run is done when it reaches its end. Runs are as many as the
+    // workers: finding the least head by a scan is cheaper than a heap.
+    let mut next = vec![0; runs.len()];
+    loop {
+        let mut least: Option<(usize, &K)> = None;
+        for (r, run) in runs.iter().enumerate() {
+            if let Some(key) = next.get(r).and_then(|&i| run.keys.get(i))
+                && least.is_none_or(|(_, k)| key < k)
+            {
+                least = Some((r, key));
+            }
+        }
+        let Some((r, _)) = least else {
+            break;
+        };
+        if let (Some(run), Some(i)) = (runs.get(r), next.get_mut(r)) {
+            merged.push_from(&run.rows, *i);
+            *i += 1;
+        }
+    }
+    merged
+}
+
 impl StandardJob {
     /// Builds the seven standard streams over `source` on one worker, with their outputs.
     /// `source` gives whole [`ClickEvent`](clickpulse_events::ClickEvent)s (projected to
@@ -411,47 +481,35 @@ impl StandardJob {
         window: impl Fn(&R) -> Option<(u64, u64)> + 'static,
     ) {
         let runs = records.map_partitions(move |_batch, records| {
-            // The earliest window start and the latest window end among the rows.
-            let mut bounds: Option<(u64, u64)> = None;
-            let mut rows: Vec<(K, JsonRow)> = records
-                .into_iter()
-                .map(|record| {
-                    let (key, row) = row(record);
-                    if let Some((start, end)) = window(&row) {
-                        let (s, e) = bounds.get_or_insert((start, end));
-                        (*s, *e) = ((*s).min(start), (*e).max(end));
-                    }
-                    (key, row.to_json())
-                })
-                .collect();
-            if rows.is_empty() {
+            let mut run = Run::with_capacity(records.len());
+            for record in records {
+                let (key, row) = row(record);
+                if let Some((start, end)) = window(&row) {
+                    let (s, e) = run.bounds.get_or_insert((start, end));
+                    (*s, *e) = ((*s).min(start), (*e).max(end));
+                }
+                row.write_to(&mut run.rows);
+                run.keys.push(key);
+            }
+            if run.keys.is_empty() {
                 return Vec::new();
             }
-            // In place, without the stable sort's buffer: rows with equal keys are equal rows
-            // (every stream's key is unique to its row, or the row itself).
-            rows.sort_unstable_by(|a, b| a.0.cmp(&b.0));
-            vec![(bounds, rows)]
+            vec![run.sorted()]
         });
         let out = self.outputs.clone();
         runs.foreach_batch_on(output_worker(stream), move |info, runs| {
-            let start = runs.iter().filter_map(|r| r.0.map(|b| b.0)).min();
-            let end = runs.iter().filter_map(|r| r.0.map(|b| b.1)).max();
-            // At its exact size: collecting through `flat_map` grows the vector run by run.
-            let mut rows = Vec::with_capacity(runs.iter().map(|r| r.1.len()).sum());
-            for (_, run) in runs {
-                rows.extend(run);
-            }
+            let start = runs.iter().filter_map(|r| r.bounds.map(|b| b.0)).min();
+            let end = runs.iter().filter_map(|r| r.bounds.map(|b| b.1)).max();
+            let rows = merge(runs);
             if rows.is_empty() {
                 return;
             }
-            // The runs are sorted: the stable sort finds them and merges them in linear time.
-            rows.sort_by(|a, b| a.0.cmp(&b.0));
             out.write(ResultBatch {
                 stream: stream.to_string(),
                 batch: info.batch,
                 window_start_ms: start,
                 window_end_ms: end,
-                rows: rows.into_iter().map(|r| r.1).collect(),
+                rows,
             });
         });
     }
@@ -706,7 +764,9 @@ mod tests {
     use proptest::prelude::*;
     use serde::{Deserialize, Serialize};
 
-    use super::{PaneCounts, Str, SumTally, Tally, Timed, UrlSet, tallies};
+    use clickpulse_events::JsonRows;
+
+    use super::{PaneCounts, Run, Str, SumTally, Tally, Timed, UrlSet, merge, tallies};
 
     /// Inserts `urls` into a set and into a plain `BTreeSet` (the model) and compares them.
     fn check(urls: &[String]) -> UrlSet {
@@ -846,6 +906,48 @@ mod tests {
                 })
                 .collect()
         })
+    }
+
+    proptest! {
+        /// Runs of rows in any order, sorted each and merged, give every row once, in key order
+        /// (the model: all the rows sorted), whether a run came in order or not.
+        #[test]
+        fn sorted_runs_merge_into_key_order(
+            runs in prop::collection::vec(
+                prop::collection::vec((0u32..50, any::<bool>()), 0..30), 0..4,
+            ),
+            sort_first in any::<bool>(),
+        ) {
+            let mut model: Vec<(u32, bool)> = Vec::new();
+            let made: Vec<Run<(u32, bool)>> = runs
+                .into_iter()
+                .map(|mut keys| {
+                    if sort_first {
+                        keys.sort_unstable();
+                    }
+                    model.extend(keys.iter().copied());
+                    let mut run = Run::with_capacity(keys.len());
+                    for (n, flag) in &keys {
+                        run.rows.object(|o| {
+                            o.u64("n", u64::from(*n)).str("flag", if *flag { "y" } else { "n" });
+                        });
+                    }
+                    run.keys = keys;
+                    run.sorted()
+                })
+                .collect();
+            for run in &made {
+                prop_assert!(run.keys.is_sorted());
+                prop_assert_eq!(run.keys.len(), run.rows.len());
+            }
+            model.sort_unstable();
+            let expected: Vec<serde_json::Value> = model
+                .iter()
+                .map(|(n, flag)| serde_json::json!({"n": n, "flag": if *flag { "y" } else { "n" }}))
+                .collect();
+            let merged: JsonRows = merge(made);
+            prop_assert_eq!(merged.to_values(), expected);
+        }
     }
 
     proptest! {

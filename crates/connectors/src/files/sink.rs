@@ -2,8 +2,6 @@
 
 use std::path::{Path, PathBuf};
 
-use clickpulse_events::JsonRow;
-
 use super::direct::{BlockText, FileWriter, WriteMode, block_text};
 use crate::result::{ResultBatch, ResultSink, SinkError};
 
@@ -23,7 +21,7 @@ use crate::result::{ResultBatch, ResultSink, SinkError};
 ///     batch: 3,
 ///     window_start_ms: Some(0),
 ///     window_end_ms: Some(1000),
-///     rows: vec![serde_json::json!({"url": "/news", "count": 2}).into()],
+///     rows: vec![serde_json::json!({"url": "/news", "count": 2})].into(),
 /// }).unwrap();
 /// let text = std::fs::read_to_string(dir.path().join("page_views/batch-000000000003.jsonl")).unwrap();
 /// assert_eq!(text, "{\"batch\":3,\"count\":2,\"url\":\"/news\"}\n");
@@ -75,13 +73,13 @@ impl ResultSink for JsonlSink {
         let head = format!("{{\"batch\":{}", batch.batch);
         // Room for every line (a row's text plus at most its head, `,"value":`, `}` and a
         // newline), so a large batch is never copied into a grown buffer.
-        let size: usize = batch.rows.iter().map(|r| r.get().len()).sum::<usize>()
-            + batch.rows.len() * (head.len() + ",\"value\":}\n".len());
+        let size: usize =
+            batch.rows.text_len() + batch.rows.len() * (head.len() + ",\"value\":}\n".len());
         let text = &mut self.text;
         text.clear();
         // Room for the padding of a direct write too, so that it never copies the text.
         text.reserve(size.next_multiple_of(super::direct::BLOCK));
-        for row in &batch.rows {
+        for row in batch.rows.iter() {
             write_line(text, row, &head);
         }
         self.writer
@@ -92,9 +90,9 @@ impl ResultSink for JsonlSink {
 
 /// Appends `row` with a leading `"batch"` field as one line: `head` (`{"batch":N`), a comma and the row's text
 /// after its opening brace. A row that is not an object becomes `{"batch":N,"value":row}`.
-fn write_line(out: &mut BlockText, row: &JsonRow, head: &str) {
+fn write_line(out: &mut BlockText, row: &str, head: &str) {
     // JSON's whitespace is ASCII: no need to decode characters to trim it.
-    let text = row.get().trim_ascii();
+    let text = row.trim_ascii();
     out.extend_from_slice(head.as_bytes());
     match text.strip_prefix('{') {
         Some(rest) if rest.trim_ascii_start().starts_with('}') => out.push(b'}'),
@@ -131,7 +129,11 @@ mod tests {
         ];
         for (row, line) in cases {
             let mut out = block_text();
-            write_line(&mut out, &JsonRow::from_text(row).unwrap(), r#"{"batch":7"#);
+            write_line(
+                &mut out,
+                JsonRow::from_text(row).unwrap().get(),
+                r#"{"batch":7"#,
+            );
             let text = String::from_utf8(out.to_vec()).unwrap();
             assert_eq!(text, format!("{line}\n"), "row {row:?}");
             let parsed: serde_json::Value = serde_json::from_str(&text).unwrap();

@@ -492,8 +492,9 @@ mod tests {
 
     fn urls(b: &ResultBatch) -> Vec<String> {
         b.rows
+            .to_values()
             .iter()
-            .filter_map(|r| r.to_value()["url"].as_str().map(String::from))
+            .filter_map(|r| r["url"].as_str().map(String::from))
             .collect()
     }
 

@@ -181,10 +181,7 @@ impl Actual {
                 b.stream,
                 b.batch
             );
-            let previous = batches.insert(
-                (b.stream.clone(), b.batch),
-                b.rows.iter().map(|r| r.to_value()).collect(),
-            );
+            let previous = batches.insert((b.stream.clone(), b.batch), b.rows.to_values());
             assert!(
                 previous.is_none(),
                 "{} batch {} written twice",
