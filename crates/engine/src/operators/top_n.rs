@@ -7,9 +7,9 @@ use timely::dataflow::channels::pact::{Exchange, Pipeline};
 
 use crate::dstream::{DStream, Data, Key, batch_unary, route};
 
-/// Keeps the `n` records with the greatest `by`, ties broken by the record's own order
-/// (ascending), and returns them best first.
-fn best<T: Ord, O: Ord>(mut rows: Vec<T>, n: usize, by: &impl Fn(&T) -> O) -> Vec<T> {
+/// Keeps in `rows` the `n` records with the greatest `by`, ties broken by the record's own order
+/// (ascending), best first.
+fn best<T: Ord, O: Ord>(rows: &mut Vec<T>, n: usize, by: &impl Fn(&T) -> O) {
     let cmp = |a: &T, b: &T| (Reverse(by(a)), a).cmp(&(Reverse(by(b)), b));
     if rows.len() > n && n > 0 {
         rows.select_nth_unstable_by(n - 1, cmp);
@@ -18,7 +18,6 @@ fn best<T: Ord, O: Ord>(mut rows: Vec<T>, n: usize, by: &impl Fn(&T) -> O) -> Ve
         rows.clear();
     }
     rows.sort_unstable_by(cmp);
-    rows
 }
 
 impl<'s, T: Data + Ord> DStream<'s, T> {
@@ -41,20 +40,17 @@ impl<'s, T: Data + Ord> DStream<'s, T> {
         by: impl Fn(&T) -> O + Clone + 'static,
     ) -> DStream<'s, (u32, T)> {
         let local_by = by.clone();
-        let local = batch_unary(&self.stream, Pipeline, "TopNLocal", move |_b, data, out| {
-            out.extend(best(data, n, &local_by));
+        let local = batch_unary(&self.stream, Pipeline, "TopNLocal", move |_b, mut data, out| {
+            best(&mut data, n, &local_by);
+            out.extend(data);
         });
         let global = batch_unary(
             &local,
             Exchange::new(|_: &T| 0),
             "TopN",
-            move |_b, data, out| {
-                out.extend(
-                    best(data, n, &by)
-                        .into_iter()
-                        .zip(1u32..)
-                        .map(|(t, r)| (r, t)),
-                );
+            move |_b, mut data, out| {
+                best(&mut data, n, &by);
+                out.extend(data.into_iter().zip(1u32..).map(|(t, r)| (r, t)));
             },
         );
         self.derive(global)
@@ -79,36 +75,48 @@ impl<'s, K: Key, V: Data + Ord> DStream<'s, (K, V)> {
         by: impl Fn(&V) -> O + Clone + 'static,
     ) -> DStream<'s, (K, (u32, V))> {
         let local_by = by.clone();
+        // Each key's values of a batch, in vectors kept (emptied) from batch to batch: a key's
+        // vector would otherwise grow from nothing, a reallocation and a copy at a time.
         let mut groups: FxHashMap<K, Vec<V>> = FxHashMap::default();
+        let mut spare: Vec<Vec<V>> = Vec::new();
         let local = batch_unary(
             &self.stream,
             Pipeline,
             "TopNByKeyLocal",
             move |_b, data, out| {
                 for (k, v) in data {
-                    groups.entry(k).or_default().push(v);
+                    let values = groups.entry(k).or_insert_with(|| spare.pop().unwrap_or_default());
+                    values.push(v);
                 }
-                for (k, vs) in groups.drain() {
-                    out.extend(best(vs, n, &local_by).into_iter().map(|v| (k.clone(), v)));
+                for (k, mut vs) in groups.drain() {
+                    best(&mut vs, n, &local_by);
+                    out.extend(vs.drain(..).map(|v| (k.clone(), v)));
+                    spare.push(vs);
                 }
             },
         );
         let mut merged: FxHashMap<K, Vec<V>> = FxHashMap::default();
+        let mut merged_spare: Vec<Vec<V>> = Vec::new();
         let global = batch_unary(
             &local,
             Exchange::new(|kv: &(K, V)| route(&kv.0)),
             "TopNByKey",
             move |_b, data, out| {
                 for (k, v) in data {
-                    merged.entry(k).or_default().push(v);
+                    let values = merged
+                        .entry(k)
+                        .or_insert_with(|| merged_spare.pop().unwrap_or_default());
+                    values.push(v);
                 }
                 // Keys in order: a batch's keys are few (windows, say), and its ranked rows then
                 // come sorted by key and rank.
                 let mut keys: Vec<(K, Vec<V>)> = merged.drain().collect();
                 keys.sort_unstable_by(|a, b| a.0.cmp(&b.0));
-                for (k, vs) in keys {
-                    let ranked = best(vs, n, &by).into_iter().zip(1u32..);
+                for (k, mut vs) in keys {
+                    best(&mut vs, n, &by);
+                    let ranked = vs.drain(..).zip(1u32..);
                     out.extend(ranked.map(|(v, r)| (k.clone(), (r, v))));
+                    merged_spare.push(vs);
                 }
             },
         );
