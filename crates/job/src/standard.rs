@@ -333,11 +333,11 @@ struct Run<K> {
 }
 
 impl<K: Ord> Run<K> {
-    /// Room for `rows` rows (of a guess at their text's length).
-    fn with_capacity(rows: usize) -> Self {
+    /// Room for `rows` rows of about `row_bytes` bytes of text each.
+    fn with_capacity(rows: usize, row_bytes: usize) -> Self {
         Run {
             keys: Vec::with_capacity(rows),
-            rows: JsonRows::with_capacity(rows, rows * 96),
+            rows: JsonRows::with_capacity(rows, rows.saturating_mul(row_bytes)),
             bounds: None,
         }
     }
@@ -480,8 +480,10 @@ impl StandardJob {
         row: impl Fn(T) -> (K, R) + 'static,
         window: impl Fn(&R) -> Option<(u64, u64)> + 'static,
     ) {
+        // Text to reserve per row: the last batch's mean row, a little over.
+        let row_bytes = std::cell::Cell::new(128);
         let runs = records.map_partitions(move |_batch, records| {
-            let mut run = Run::with_capacity(records.len());
+            let mut run = Run::with_capacity(records.len(), row_bytes.get());
             for record in records {
                 let (key, row) = row(record);
                 if let Some((start, end)) = window(&row) {
@@ -494,6 +496,7 @@ impl StandardJob {
             if run.keys.is_empty() {
                 return Vec::new();
             }
+            row_bytes.set(run.rows.text_len() / run.rows.len() + 8);
             vec![run.sorted()]
         });
         let out = self.outputs.clone();
@@ -926,7 +929,7 @@ mod tests {
                         keys.sort_unstable();
                     }
                     model.extend(keys.iter().copied());
-                    let mut run = Run::with_capacity(keys.len());
+                    let mut run = Run::with_capacity(keys.len(), 8);
                     for (n, flag) in &keys {
                         run.rows.object(|o| {
                             o.u64("n", u64::from(*n)).str("flag", if *flag { "y" } else { "n" });
