@@ -40,10 +40,15 @@ impl<'s, T: Data + Ord> DStream<'s, T> {
         by: impl Fn(&T) -> O + Clone + 'static,
     ) -> DStream<'s, (u32, T)> {
         let local_by = by.clone();
-        let local = batch_unary(&self.stream, Pipeline, "TopNLocal", move |_b, mut data, out| {
-            best(&mut data, n, &local_by);
-            out.extend(data);
-        });
+        let local = batch_unary(
+            &self.stream,
+            Pipeline,
+            "TopNLocal",
+            move |_b, mut data, out| {
+                best(&mut data, n, &local_by);
+                out.extend(data);
+            },
+        );
         let global = batch_unary(
             &local,
             Exchange::new(|_: &T| 0),
@@ -85,7 +90,9 @@ impl<'s, K: Key, V: Data + Ord> DStream<'s, (K, V)> {
             "TopNByKeyLocal",
             move |_b, data, out| {
                 for (k, v) in data {
-                    let values = groups.entry(k).or_insert_with(|| spare.pop().unwrap_or_default());
+                    let values = groups
+                        .entry(k)
+                        .or_insert_with(|| spare.pop().unwrap_or_default());
                     values.push(v);
                 }
                 for (k, mut vs) in groups.drain() {
