@@ -2,7 +2,6 @@
 
 use std::fmt;
 
-use serde::de::{SeqAccess, Visitor};
 use serde::ser::SerializeSeq;
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 use serde_json::value::RawValue;
@@ -188,21 +187,14 @@ impl Serialize for JsonRows {
 
 impl<'de> Deserialize<'de> for JsonRows {
     fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
-        struct Rows;
-        impl<'de> Visitor<'de> for Rows {
-            type Value = JsonRows;
-            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-                f.write_str("a sequence of JSON rows")
-            }
-            fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<JsonRows, A::Error> {
-                let mut rows = JsonRows::new();
-                while let Some(raw) = seq.next_element::<Box<RawValue>>()? {
-                    rows.push_trusted(raw.get());
-                }
-                Ok(rows)
-            }
+        // Each value checked as JSON, then its text kept.
+        let raw = Vec::<Box<RawValue>>::deserialize(deserializer)?;
+        let bytes = raw.iter().map(|r| r.get().len()).sum();
+        let mut rows = JsonRows::with_capacity(raw.len(), bytes);
+        for row in &raw {
+            rows.push_trusted(row.get());
         }
-        deserializer.deserialize_seq(Rows)
+        Ok(rows)
     }
 }
 
