@@ -10,21 +10,25 @@ use timely::progress::operate::FrontierInterest;
 
 use crate::dstream::{DStream, Data};
 
-/// Defines `DStream::$name`, a fan-out into one stream per `($type, $buffer, $output, $stream)`.
 /// Room to reserve for an output of a container of `len` records, when the last container held
-/// `last` records and gave that output `given`.
+/// `last` records and gave that output `given`: as many records per input record as then (a
+/// quarter more where that was fewer than one each), but never more than twice what the last
+/// container gave or the container's own length, whichever is more, so that one odd container
+/// cannot make the next reserve far more than it needs.
 fn expected(len: usize, last: usize, given: usize) -> usize {
     if last == 0 {
         return given;
     }
     let expected = len.saturating_mul(given).div_ceil(last);
-    if given >= last {
+    let expected = if given >= last {
         expected
     } else {
         expected + expected / 4
-    }
+    };
+    expected.min(given.saturating_mul(2).max(len))
 }
 
+/// Defines `DStream::$name`, a fan-out into one stream per `($type, $buffer, $output, $stream)`.
 macro_rules! fan_out {
     ($(#[$doc:meta])* $name:ident: $(($ty:ident, $buf:ident, $out:ident, $stream:ident)),+) => {
         impl<'s, T: Data> DStream<'s, T> {
@@ -53,6 +57,9 @@ macro_rules! fan_out {
                                 // quarter more where that was fewer than one each), since
                                 // containers differ in length.
                                 let len = container.len();
+                                if len == 0 {
+                                    continue;
+                                }
                                 $($buf.0.reserve(expected(len, last, $buf.1));)+
                                 for record in container.drain(..) {
                                     f(record, $(&mut $buf.0),+);
@@ -105,3 +112,28 @@ fan_out!(
     fan_out4: (A, a, out_a, stream_a), (B, b, out_b, stream_b), (C, c, out_c, stream_c),
         (D, d, out_d, stream_d)
 );
+
+#[cfg(test)]
+mod tests {
+    use super::expected;
+
+    #[test]
+    fn reservations_follow_the_last_ratio_within_bounds() {
+        // One record out per record in: exactly the container's length.
+        assert_eq!(expected(120, 100, 100), 120);
+        // Half: half the length, and a quarter more.
+        assert_eq!(expected(120, 100, 50), 75);
+        // Nothing last time, or no last container: nothing reserved.
+        assert_eq!(expected(120, 100, 0), 0);
+        assert_eq!(expected(120, 0, 0), 0);
+        // Many out per record in, from a one-record container: capped at the container's length
+        // or twice the last output, not a thousand times the length.
+        assert_eq!(expected(4096, 1, 1000), 4096);
+        assert_eq!(expected(10, 1, 1000), 2000);
+        // Several per record in: as many as then, up to the cap.
+        assert_eq!(expected(100, 100, 300), 300);
+        assert_eq!(expected(1000, 100, 300), 1000);
+        // Huge lengths saturate instead of overflowing.
+        assert_eq!(expected(usize::MAX, 2, 3), usize::MAX / 2 + 1);
+    }
+}

@@ -7,6 +7,9 @@ use timely::dataflow::channels::pact::{Exchange, Pipeline};
 
 use crate::dstream::{DStream, Data, Key, batch_unary, route};
 
+/// The largest vector (in values) `top_n_by_key` keeps for reuse by the next batch.
+const MAX_REUSED: usize = 1024;
+
 /// Keeps in `rows` the `n` records with the greatest `by`, ties broken by the record's own order
 /// (ascending), best first.
 fn best<T: Ord, O: Ord>(rows: &mut Vec<T>, n: usize, by: &impl Fn(&T) -> O) {
@@ -80,8 +83,10 @@ impl<'s, K: Key, V: Data + Ord> DStream<'s, (K, V)> {
         by: impl Fn(&V) -> O + Clone + 'static,
     ) -> DStream<'s, (K, (u32, V))> {
         let local_by = by.clone();
-        // Each key's values of a batch, in vectors kept (emptied) from batch to batch: a key's
-        // vector would otherwise grow from nothing, a reallocation and a copy at a time.
+        // Each key's values of a batch, in vectors emptied and reused by the next batch's keys:
+        // a key's vector would otherwise grow from nothing, a reallocation and a copy at a time.
+        // Only as many as the batch had keys are kept, and none larger than `MAX_REUSED`, so the
+        // pool never holds much more than a batch's own values.
         let mut groups: FxHashMap<K, Vec<V>> = FxHashMap::default();
         let mut spare: Vec<Vec<V>> = Vec::new();
         let local = batch_unary(
@@ -95,13 +100,18 @@ impl<'s, K: Key, V: Data + Ord> DStream<'s, (K, V)> {
                         .or_insert_with(|| spare.pop().unwrap_or_default());
                     values.push(v);
                 }
+                let keys = groups.len();
                 for (k, mut vs) in groups.drain() {
                     best(&mut vs, n, &local_by);
                     out.extend(vs.drain(..).map(|v| (k.clone(), v)));
-                    spare.push(vs);
+                    if vs.capacity() <= MAX_REUSED {
+                        spare.push(vs);
+                    }
                 }
+                spare.truncate(keys);
             },
         );
+        // The same for the merge of the workers' best (at most `n` a worker per key).
         let mut merged: FxHashMap<K, Vec<V>> = FxHashMap::default();
         let mut merged_spare: Vec<Vec<V>> = Vec::new();
         let global = batch_unary(
@@ -119,12 +129,16 @@ impl<'s, K: Key, V: Data + Ord> DStream<'s, (K, V)> {
                 // come sorted by key and rank.
                 let mut keys: Vec<(K, Vec<V>)> = merged.drain().collect();
                 keys.sort_unstable_by(|a, b| a.0.cmp(&b.0));
+                let count = keys.len();
                 for (k, mut vs) in keys {
                     best(&mut vs, n, &by);
                     let ranked = vs.drain(..).zip(1u32..);
                     out.extend(ranked.map(|(v, r)| (k.clone(), (r, v))));
-                    merged_spare.push(vs);
+                    if vs.capacity() <= MAX_REUSED {
+                        merged_spare.push(vs);
+                    }
                 }
+                merged_spare.truncate(count);
             },
         );
         self.derive(global)
