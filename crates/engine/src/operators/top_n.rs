@@ -7,8 +7,58 @@ use timely::dataflow::channels::pact::{Exchange, Pipeline};
 
 use crate::dstream::{DStream, Data, Key, batch_unary, route};
 
-/// The largest vector (in values) `top_n_by_key` keeps for reuse by the next batch.
-const MAX_REUSED: usize = 1024;
+/// A batch's values grouped by key, in vectors emptied and reused by the next batch's keys: a
+/// key's vector would otherwise grow from nothing, a reallocation and a copy at a time. Only as
+/// many vectors as the batch had keys are kept, and none larger than [`Groups::MAX_REUSED`]
+/// values, so the pool never holds much more than a batch's own values.
+struct Groups<K, V> {
+    groups: FxHashMap<K, Vec<V>>,
+    spare: Vec<Vec<V>>,
+}
+
+impl<K, V> Default for Groups<K, V> {
+    fn default() -> Self {
+        Groups {
+            groups: FxHashMap::default(),
+            spare: Vec::new(),
+        }
+    }
+}
+
+impl<K: Key, V> Groups<K, V> {
+    /// The largest vector (in values) kept for reuse.
+    const MAX_REUSED: usize = 1024;
+
+    /// Adds each value to its key's group.
+    fn extend(&mut self, data: impl IntoIterator<Item = (K, V)>) {
+        for (k, v) in data {
+            let spare = &mut self.spare;
+            let values = self
+                .groups
+                .entry(k)
+                .or_insert_with(|| spare.pop().unwrap_or_default());
+            values.push(v);
+        }
+    }
+
+    /// Hands each key and its values to `f` (in key order when `sorted`), which is to take the
+    /// values it keeps out of the vector; the vectors are then kept for the next batch.
+    fn drain(&mut self, sorted: bool, mut f: impl FnMut(K, &mut Vec<V>)) {
+        let mut keys: Vec<(K, Vec<V>)> = self.groups.drain().collect();
+        if sorted {
+            keys.sort_unstable_by(|a, b| a.0.cmp(&b.0));
+        }
+        let count = keys.len();
+        for (k, mut values) in keys {
+            f(k, &mut values);
+            values.clear();
+            if values.capacity() <= Self::MAX_REUSED {
+                self.spare.push(values);
+            }
+        }
+        self.spare.truncate(count);
+    }
+}
 
 /// Keeps in `rows` the `n` records with the greatest `by`, ties broken by the record's own order
 /// (ascending), best first.
@@ -83,62 +133,33 @@ impl<'s, K: Key, V: Data + Ord> DStream<'s, (K, V)> {
         by: impl Fn(&V) -> O + Clone + 'static,
     ) -> DStream<'s, (K, (u32, V))> {
         let local_by = by.clone();
-        // Each key's values of a batch, in vectors emptied and reused by the next batch's keys:
-        // a key's vector would otherwise grow from nothing, a reallocation and a copy at a time.
-        // Only as many as the batch had keys are kept, and none larger than `MAX_REUSED`, so the
-        // pool never holds much more than a batch's own values.
-        let mut groups: FxHashMap<K, Vec<V>> = FxHashMap::default();
-        let mut spare: Vec<Vec<V>> = Vec::new();
+        let mut groups = Groups::default();
         let local = batch_unary(
             &self.stream,
             Pipeline,
             "TopNByKeyLocal",
             move |_b, data, out| {
-                for (k, v) in data {
-                    let values = groups
-                        .entry(k)
-                        .or_insert_with(|| spare.pop().unwrap_or_default());
-                    values.push(v);
-                }
-                let keys = groups.len();
-                for (k, mut vs) in groups.drain() {
-                    best(&mut vs, n, &local_by);
+                groups.extend(data);
+                groups.drain(false, |k, vs| {
+                    best(vs, n, &local_by);
                     out.extend(vs.drain(..).map(|v| (k.clone(), v)));
-                    if vs.capacity() <= MAX_REUSED {
-                        spare.push(vs);
-                    }
-                }
-                spare.truncate(keys);
+                });
             },
         );
-        // The same for the merge of the workers' best (at most `n` a worker per key).
-        let mut merged: FxHashMap<K, Vec<V>> = FxHashMap::default();
-        let mut merged_spare: Vec<Vec<V>> = Vec::new();
+        // The merge of the workers' best (at most `n` a worker per key). Keys in order: a batch's
+        // keys are few (windows, say), and its ranked rows then come sorted by key and rank.
+        let mut merged = Groups::default();
         let global = batch_unary(
             &local,
             Exchange::new(|kv: &(K, V)| route(&kv.0)),
             "TopNByKey",
             move |_b, data, out| {
-                for (k, v) in data {
-                    let values = merged
-                        .entry(k)
-                        .or_insert_with(|| merged_spare.pop().unwrap_or_default());
-                    values.push(v);
-                }
-                // Keys in order: a batch's keys are few (windows, say), and its ranked rows then
-                // come sorted by key and rank.
-                let mut keys: Vec<(K, Vec<V>)> = merged.drain().collect();
-                keys.sort_unstable_by(|a, b| a.0.cmp(&b.0));
-                let count = keys.len();
-                for (k, mut vs) in keys {
-                    best(&mut vs, n, &by);
+                merged.extend(data);
+                merged.drain(true, |k, vs| {
+                    best(vs, n, &by);
                     let ranked = vs.drain(..).zip(1u32..);
                     out.extend(ranked.map(|(v, r)| (k.clone(), (r, v))));
-                    if vs.capacity() <= MAX_REUSED {
-                        merged_spare.push(vs);
-                    }
-                }
-                merged_spare.truncate(count);
+                });
             },
         );
         self.derive(global)
