@@ -1,22 +1,28 @@
 //! The streaming context: configuration, and the worker loop that cuts micro-batches, feeds them
 //! to the dataflow and waits for them to complete.
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::rc::Rc;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant};
 
 use timely::dataflow::operators::probe::Handle as ProbeHandle;
 use timely::worker::Worker;
 
-use crate::dstream::JobShared;
-use crate::error::{EngineError, Result};
-use crate::job::{BatchTotals, BuiltJob, Job, WorkerReport};
+use crate::checkpoint::format::{Kind, Layout, encode};
+use crate::checkpoint::recovery::{self, Recovered};
+use crate::checkpoint::state::WorkerCheckpoint;
+use crate::checkpoint::writer::{Msg, Writer, WriterConfig};
+use crate::checkpoint::{CheckpointInterval, Checkpointing, PartitionPosition, WalRecord};
+use crate::dstream::{JobShared, building_from};
+use crate::error::{EngineError, RecoveryError, Result};
+use crate::job::{BatchTotals, BuiltJob, Job, SourceStart, WorkerReport};
 use crate::listener::{BatchCompleted, BatchSubmitted, StreamingListener};
 use crate::metrics::EngineMetrics;
+use crate::source::driver::SourceBatch;
 use crate::source::{PartitionId, PartitionProgress, SourceSettings};
-use crate::time::{BatchClock, BatchId};
+use crate::time::{BatchClock, BatchId, now_ms};
 
 /// Whether a job runs until told to stop or until its input's current end.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -86,6 +92,8 @@ pub struct StreamingContext {
     metrics: Arc<EngineMetrics>,
     stop: Arc<AtomicBool>,
     start_offsets: HashMap<String, HashMap<PartitionId, u64>>,
+    key_groups: u32,
+    checkpointing: Option<(Checkpointing, Recovered)>,
 }
 
 /// Asks a running job to stop after the batch in progress.
@@ -115,6 +123,12 @@ pub struct RunSummary {
     pub dead_letters: u64,
     /// Events too late for their event-time window or session.
     pub late_events: u64,
+    /// The batch of the checkpoint the run restored, if it restored one.
+    pub resumed_from_batch: Option<BatchId>,
+    /// The first batch the run processed.
+    pub first_batch: BatchId,
+    /// Batches logged before the restart that the run re-ran.
+    pub replayed_batches: u64,
 }
 
 impl StreamingContext {
@@ -141,6 +155,8 @@ impl StreamingContext {
             metrics: Arc::default(),
             stop: Arc::default(),
             start_offsets: HashMap::new(),
+            key_groups: DEFAULT_KEY_GROUPS,
+            checkpointing: None,
         })
     }
 
@@ -208,6 +224,45 @@ impl StreamingContext {
         self
     }
 
+    /// How many key groups keyed state is split into. Keyed exchanges route by key group, and
+    /// checkpoints save state by key group, so a checkpoint restores with any worker count up to
+    /// this many. Default = 256.
+    ///
+    /// # Errors
+    /// [`EngineError::InvalidConfig`] (`key_groups`) for 0 or more than 65,536.
+    pub fn key_groups(mut self, groups: u32) -> Result<Self> {
+        if groups == 0 || groups > 65_536 {
+            return Err(EngineError::InvalidConfig {
+                key: "key_groups",
+                reason: format!("{groups} is outside 1 ..= 65536"),
+            });
+        }
+        self.key_groups = groups;
+        Ok(self)
+    }
+
+    /// Checkpoints the job (see [`checkpoint`](crate::checkpoint)) and, unless `settings` say
+    /// [`from_scratch`](Checkpointing::from_scratch), restores it from its newest readable
+    /// checkpoint right now: [`StreamingContext::recovered`] says what was found. Default = no
+    /// checkpoints.
+    ///
+    /// # Errors
+    /// [`EngineError::Recovery`] when the storage cannot be read or the newest checkpoint was
+    /// taken by another job.
+    pub fn checkpointing(mut self, settings: Checkpointing) -> Result<Self> {
+        let recovered = recovery::recover(&settings, self.key_groups)?;
+        for (batch, why) in recovered.skipped() {
+            tracing::warn!(batch, why = %why, "checkpoint skipped: unreadable");
+        }
+        self.checkpointing = Some((settings, recovered));
+        Ok(self)
+    }
+
+    /// What [`StreamingContext::checkpointing`] found to restore, when checkpointing is on.
+    pub fn recovered(&self) -> Option<&Recovered> {
+        self.checkpointing.as_ref().map(|(_, r)| r)
+    }
+
     /// Adds a listener for batch events.
     pub fn add_listener(&mut self, listener: Arc<dyn StreamingListener>) {
         self.listeners.push(listener);
@@ -251,13 +306,45 @@ impl StreamingContext {
                 worker: timely::WorkerConfig::default(),
             },
         };
+        let peers = match &self.cluster {
+            Cluster::Local => self.workers,
+            Cluster::Processes { addresses, .. } => self.workers * addresses.len(),
+        };
+        if peers > self.key_groups as usize {
+            return Err(EngineError::InvalidConfig {
+                key: "key_groups",
+                reason: format!(
+                    "{} key groups for {peers} workers: use at least as many groups as workers",
+                    self.key_groups
+                ),
+            });
+        }
+        let interval_ms = u64::try_from(self.batch_interval.as_millis())
+            .unwrap_or(1)
+            .max(1);
+        let (ckpt, first_batch) = match self.checkpointing {
+            Some((settings, recovered)) => {
+                let first = recovered.first_batch();
+                let run = RunCheckpoint::start(
+                    settings,
+                    recovered,
+                    peers,
+                    self.key_groups,
+                    &self.metrics,
+                )?;
+                (Some(run), first)
+            }
+            None => (None, 0),
+        };
         let run = Arc::new(RunShared {
             clock: BatchClock {
-                start_ms: now_ms(),
-                interval_ms: u64::try_from(self.batch_interval.as_millis())
-                    .unwrap_or(1)
-                    .max(1),
+                // Batch ids continue after a restart; their times continue from now.
+                start_ms: now_ms().saturating_sub(first_batch.saturating_mul(interval_ms)),
+                interval_ms,
             },
+            first_batch,
+            key_groups: self.key_groups,
+            ckpt,
             started: Instant::now(),
             interval: self.batch_interval,
             mode: self.mode,
@@ -267,11 +354,21 @@ impl StreamingContext {
             stop: Arc::clone(&self.stop),
             start_offsets: self.start_offsets,
         });
-        let guards = timely::execute(config, move |worker| worker_main(worker, &run, &job))
+        let shared = Arc::clone(&run);
+        let guards = timely::execute(config, move |worker| worker_main(worker, &shared, &job))
             .map_err(EngineError::Runtime)?;
-        let mut summary = RunSummary::default();
+        let mut summary = RunSummary {
+            first_batch,
+            ..RunSummary::default()
+        };
         let mut first_error: Option<EngineError> = None;
-        for result in guards.join() {
+        let results = guards.join();
+        if let Some(ckpt) = &run.ckpt {
+            ckpt.writer.finish();
+            summary.resumed_from_batch = ckpt.recovered.resumed_from();
+            summary.replayed_batches = ckpt.recovered.replay_batches();
+        }
+        for result in results {
             match result.map_err(EngineError::Runtime).and_then(|r| r) {
                 Ok(worker) => {
                     summary.batches = summary.batches.max(worker.batches);
@@ -279,7 +376,13 @@ impl StreamingContext {
                     summary.dead_letters += worker.dead_letters;
                 }
                 // The worker that failed says why; the others only say that one did.
-                Err(e) if first_error.as_ref().is_none_or(is_peer_failure) => first_error = Some(e),
+                Err(e)
+                    if first_error
+                        .as_ref()
+                        .is_none_or(|f| matches!(f, EngineError::PeerFailed)) =>
+                {
+                    first_error = Some(e)
+                }
                 Err(_) => {}
             }
         }
@@ -291,15 +394,133 @@ impl StreamingContext {
     }
 }
 
-/// What a worker returns when another worker failed.
-const PEER_FAILED: &str = "another worker failed; see its error";
+/// The default number of key groups.
+pub const DEFAULT_KEY_GROUPS: u32 = 256;
 
-fn is_peer_failure(e: &EngineError) -> bool {
-    matches!(e, EngineError::Runtime(m) if m == PEER_FAILED)
+/// A run's checkpointing: settings, what was restored, the background writer.
+struct RunCheckpoint {
+    settings: Checkpointing,
+    recovered: Recovered,
+    layout: Layout,
+    writer: Writer,
+    peers: u32,
+}
+
+impl RunCheckpoint {
+    fn start(
+        settings: Checkpointing,
+        recovered: Recovered,
+        peers: usize,
+        key_groups: u32,
+        metrics: &Arc<EngineMetrics>,
+    ) -> Result<Self> {
+        let layout = Layout::new(recovered.generation());
+        let peers = u32::try_from(peers).unwrap_or(u32::MAX);
+        let writer = Writer::start(WriterConfig {
+            store: Arc::clone(&settings.store),
+            layout: layout.clone(),
+            workers: peers,
+            key_groups,
+            keep: settings.keep,
+            fingerprint: settings.fingerprint.clone(),
+            hooks: settings.hooks.clone(),
+            metrics: Arc::clone(metrics),
+        })
+        .map_err(|e| EngineError::Runtime(format!("starting the checkpoint writer: {e}")))?;
+        match recovered.resumed_from() {
+            Some(b) => tracing::info!(batch = b, replay = recovered.replay_batches(),
+                store = %settings.store.describe(), "resuming from checkpoint"),
+            None if recovered.replay_batches() > 0 => tracing::info!(
+                replay = recovered.replay_batches(),
+                "no checkpoint yet: re-running the logged batches"
+            ),
+            None => {
+                tracing::info!(store = %settings.store.describe(), "no checkpoint: starting anew")
+            }
+        }
+        Ok(RunCheckpoint {
+            settings,
+            recovered,
+            layout,
+            writer,
+            peers,
+        })
+    }
+
+    /// Where each source starts on worker `worker` of `peers`, from the restored checkpoint and
+    /// the logged batches.
+    fn source_starts(&self, worker: usize, peers: usize) -> HashMap<String, SourceStart> {
+        let mut starts: HashMap<String, SourceStart> = HashMap::new();
+        for p in self
+            .recovered
+            .manifest()
+            .map(|m| m.positions.as_slice())
+            .unwrap_or_default()
+        {
+            let s = starts.entry(p.source.clone()).or_default();
+            s.offsets.insert(p.partition, p.next_offset);
+            if let Some(t) = p.max_ts {
+                s.max_ts.insert(p.partition, t);
+            }
+        }
+        let mine = |p: PartitionId| p as usize % peers.max(1) == worker;
+        for (batch, records) in &self.recovered.replay {
+            for r in records {
+                for range in r.partitions.iter().filter(|x| mine(x.partition)) {
+                    let s = starts.entry(range.source.clone()).or_default();
+                    let b = s.replay.entry(*batch).or_default();
+                    b.ranges.insert(range.partition, (range.from, range.to));
+                    // A partition first read after the checkpoint starts where its range does.
+                    s.offsets.entry(range.partition).or_insert(range.from);
+                }
+                for (source, report) in &r.watermarks {
+                    let s = starts.entry(source.clone()).or_default();
+                    let b = s.replay.entry(*batch).or_default();
+                    if worker == 0 {
+                        b.watermarks.push(*report);
+                    }
+                }
+            }
+        }
+        starts
+    }
+
+    /// Logs what this worker read in `batch` (before its input moves past the batch).
+    fn log_batch(
+        &self,
+        batch: BatchId,
+        worker: usize,
+        sources: &[(String, SourceBatch)],
+    ) -> Result<()> {
+        let record = WalRecord {
+            batch,
+            epoch: self.recovered.epoch,
+            worker: worker as u32,
+            workers: self.peers,
+            partitions: sources
+                .iter()
+                .flat_map(|(_, s)| s.ranges.iter().cloned())
+                .collect(),
+            watermarks: sources
+                .iter()
+                .flat_map(|(name, s)| s.watermarks.iter().map(|w| (name.clone(), *w)))
+                .collect(),
+        };
+        let path = self
+            .layout
+            .wal(batch, record.epoch, record.worker, record.workers);
+        self.settings
+            .store
+            .put(&path, encode(Kind::Wal, &record))
+            .map_err(|e| EngineError::Recovery(RecoveryError::Store(e)))
+    }
 }
 
 struct RunShared {
     clock: BatchClock,
+    first_batch: BatchId,
+    key_groups: u32,
+    ckpt: Option<RunCheckpoint>,
     started: Instant,
     interval: Duration,
     mode: RunMode,
@@ -318,12 +539,6 @@ struct InFlight {
     local_offsets: Vec<PartitionProgress>,
 }
 
-fn now_ms() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
-}
-
 fn worker_main<F>(worker: &mut Worker, run: &RunShared, job_fn: &F) -> Result<RunSummary>
 where
     F: Fn(&mut Job<'_>) -> Result<()>,
@@ -338,6 +553,13 @@ where
         outputs: Default::default(),
         current_batch: Default::default(),
         state_ops: Default::default(),
+        build_errors: Default::default(),
+        ckpt: Rc::new(WorkerCheckpoint::new(
+            run.key_groups,
+            worker.index(),
+            worker.peers(),
+            run.ckpt.as_ref().map(|c| Arc::clone(&c.recovered.parts)),
+        )),
     });
     let settings = SourceSettings {
         worker: worker.index(),
@@ -345,13 +567,44 @@ where
         bounded: run.mode == RunMode::UntilEnd,
         max_records_per_partition: run.max_records_per_partition,
         start_offsets: HashMap::new(),
+        start_max_ts: HashMap::new(),
+        replay: Default::default(),
     };
-    let offsets = run.start_offsets.clone();
-    let built = worker.dataflow::<BatchId, _, _>(|scope| {
-        let mut job = Job::new(scope, Rc::clone(&shared), settings, offsets);
-        job_fn(&mut job)?;
-        job.finish()
+    let mut starts: HashMap<String, SourceStart> = run
+        .start_offsets
+        .iter()
+        .map(|(name, offsets)| {
+            let start = SourceStart {
+                offsets: offsets.clone(),
+                ..SourceStart::default()
+            };
+            (name.clone(), start)
+        })
+        .collect();
+    if let Some(ckpt) = &run.ckpt {
+        starts.extend(ckpt.source_starts(worker.index(), worker.peers()));
+    }
+    let mut built = building_from(run.first_batch, || {
+        worker.dataflow::<BatchId, _, _>(|scope| {
+            let mut job = Job::new(scope, Rc::clone(&shared), settings, starts);
+            job_fn(&mut job)?;
+            job.finish()
+        })
     })?;
+    if run
+        .ckpt
+        .as_ref()
+        .is_some_and(|c| c.recovered.resumed_from().is_some())
+    {
+        check_operators(&shared.ckpt, run)?;
+    }
+    // Batch ids continue after a restart: no earlier batch exists.
+    for d in &mut built.drivers {
+        d.advance(run.first_batch);
+    }
+    if let Some(r) = built.reports.as_mut() {
+        r.advance_to(run.first_batch);
+    }
     let mut driver = WorkerLoop {
         shared,
         run,
@@ -362,8 +615,64 @@ where
         is_reporter: worker.index() == 0,
         error: None,
         failed_seen: false,
+        final_batch: None,
+        positions: BTreeMap::new(),
+        last_marked: (run.first_batch, Instant::now()),
     };
+    if let Some(m) = run.ckpt.as_ref().and_then(|c| c.recovered.manifest()) {
+        for p in &m.positions {
+            driver
+                .positions
+                .insert((p.source.clone(), p.partition), p.clone());
+        }
+    }
     driver.run(worker)
+}
+
+/// Refuses a checkpoint holding state of operators this job does not build, or missing state
+/// of operators it does.
+fn check_operators(ckpt: &WorkerCheckpoint, run: &RunShared) -> Result<()> {
+    let unclaimed = ckpt.unclaimed();
+    let built = ckpt.names();
+    let restored: std::collections::BTreeSet<String> = run
+        .ckpt
+        .iter()
+        .flat_map(|c| c.recovered.parts.iter())
+        .flat_map(|p| p.operators.keys().cloned())
+        .collect();
+    let missing: Vec<&String> = built.iter().filter(|n| !restored.contains(*n)).collect();
+    if unclaimed.is_empty() && missing.is_empty() {
+        return Ok(());
+    }
+    let mut differences = Vec::new();
+    if !unclaimed.is_empty() {
+        differences.push(format!(
+            "the checkpoint holds state of operators this job does not have: {}",
+            unclaimed.join(", ")
+        ));
+    }
+    if !missing.is_empty() {
+        let names: Vec<&str> = missing.iter().map(|s| s.as_str()).collect();
+        differences.push(format!(
+            "this job has stateful operators the checkpoint has no state for: {}",
+            names.join(", ")
+        ));
+    }
+    let (store, batch) = run
+        .ckpt
+        .as_ref()
+        .map(|c| {
+            (
+                c.settings.store.describe(),
+                c.recovered.first_batch().saturating_sub(1),
+            )
+        })
+        .unwrap_or_default();
+    Err(EngineError::Recovery(RecoveryError::JobChanged {
+        store,
+        batch,
+        differences,
+    }))
 }
 
 struct WorkerLoop<'a> {
@@ -376,11 +685,19 @@ struct WorkerLoop<'a> {
     is_reporter: bool,
     error: Option<EngineError>,
     failed_seen: bool,
+    /// The last batch, once a stop was decided (it is checkpointed).
+    final_batch: Option<BatchId>,
+    /// Where every partition stands after the last completed batch (kept on every worker,
+    /// handed to the checkpoint writer by worker 0).
+    positions: BTreeMap<(String, PartitionId), PartitionPosition>,
+    /// The last batch marked for a checkpoint and when (worker 0 decides when the next is due).
+    last_marked: (BatchId, Instant),
 }
 
 impl WorkerLoop<'_> {
     fn run(&mut self, worker: &mut Worker) -> Result<RunSummary> {
-        let mut batch: BatchId = 0;
+        let first = self.run.first_batch;
+        let mut batch: BatchId = first;
         let bounded = self.run.mode == RunMode::UntilEnd;
         loop {
             let waited_for_all = self.one_batch(worker, batch, bounded);
@@ -397,10 +714,21 @@ impl WorkerLoop<'_> {
                 let totals = self.built.totals.borrow();
                 totals.get(&batch).is_some_and(|t| t.finished == t.reports)
             };
+            let done = batch;
             batch += 1;
-            self.summary.batches = batch;
-            if all_finished || previous.stop || previous.failed {
+            self.summary.batches = batch - first;
+            if all_finished || previous.failed || self.final_batch == Some(done) {
                 break;
+            }
+            if previous.checkpoint_wanted || previous.stop {
+                self.mark_checkpoint(batch);
+            }
+            if previous.stop {
+                if self.run.ckpt.is_none() {
+                    break;
+                }
+                // One more batch (cut short: the stop ends its reading), checkpointed, then out.
+                self.final_batch = Some(batch);
             }
         }
         self.close();
@@ -411,8 +739,39 @@ impl WorkerLoop<'_> {
         self.report_completed();
         match self.error.take() {
             Some(e) => Err(e),
-            None if self.peer_failed() => Err(EngineError::Runtime(PEER_FAILED.into())),
+            None if self.peer_failed() => Err(EngineError::PeerFailed),
             None => Ok(self.summary.clone()),
+        }
+    }
+
+    /// Marks `batch` as a checkpoint batch on this worker (every worker marks the same batch,
+    /// decided on the same reports, before any input moves past it).
+    fn mark_checkpoint(&mut self, batch: BatchId) {
+        let Some(ckpt) = &self.run.ckpt else {
+            return;
+        };
+        self.shared.ckpt.mark_due(batch);
+        self.last_marked = (batch, Instant::now());
+        if self.is_reporter {
+            ckpt.writer.begin();
+        }
+    }
+
+    /// Whether worker 0 asks for a checkpoint in its report for `batch`.
+    fn wants_checkpoint(&self, batch: BatchId) -> bool {
+        let Some(ckpt) = self.run.ckpt.as_ref().filter(|_| self.is_reporter) else {
+            return false;
+        };
+        // One at a time: the next waits until the last is visible.
+        if ckpt.writer.in_flight() > 0 {
+            return false;
+        }
+        if ckpt.settings.request_handle().take() {
+            return true;
+        }
+        match ckpt.settings.interval {
+            CheckpointInterval::Batches(n) => batch + 2 >= self.last_marked.0 + n,
+            CheckpointInterval::Every(d) => self.last_marked.1.elapsed() >= d,
         }
     }
 
@@ -442,8 +801,8 @@ impl WorkerLoop<'_> {
     fn one_batch(&mut self, worker: &mut Worker, batch: BatchId, bounded: bool) -> bool {
         let started = Instant::now();
         self.shared.current_batch.set((batch, Some(started)));
-        let nominal =
-            self.run.started + self.run.interval * u32::try_from(batch).unwrap_or(u32::MAX);
+        let nth = batch - self.run.first_batch;
+        let nominal = self.run.started + self.run.interval * u32::try_from(nth).unwrap_or(u32::MAX);
         let scheduling_delay = if self.run.mode == RunMode::Continuous {
             started.saturating_duration_since(nominal)
         } else {
@@ -457,17 +816,34 @@ impl WorkerLoop<'_> {
         }
         let read_done = Instant::now();
         let finished = self.built.drivers.iter().all(|d| d.finished());
+        let sources: Vec<(String, SourceBatch)> = self
+            .built
+            .drivers
+            .iter_mut()
+            .map(|d| (d.name().to_string(), d.end_batch(read_done)))
+            .collect();
+        // The offset log, before the input moves past the batch (and so before any of its
+        // output can exist anywhere).
+        if let Some(ckpt) = &self.run.ckpt
+            && self.error.is_none()
+            && let Err(e) = ckpt.log_batch(batch, self.shared.worker, &sources)
+        {
+            tracing::error!(worker = self.shared.worker, batch, error = %e,
+                "offset log not written; stopping the job");
+            self.error = Some(e);
+        }
         let mut report = WorkerReport {
             finished,
             stop: self.run.stop.load(Ordering::SeqCst),
             failed: self.error.is_some(),
+            checkpoint_wanted: self.wants_checkpoint(batch),
             ..WorkerReport::default()
         };
-        for d in &mut self.built.drivers {
-            let b = d.end_batch(read_done);
+        for (_, b) in sources {
             report.rows += b.rows;
             report.dead_letters += b.dead_letters;
             report.offsets.extend(b.offsets);
+            report.positions.extend(b.positions);
         }
         self.summary.input_rows += report.rows;
         self.summary.dead_letters += report.dead_letters;
@@ -512,13 +888,24 @@ impl WorkerLoop<'_> {
     /// Reads this batch's records: in until-end mode a chunk as fast as possible, in continuous
     /// mode whatever arrives until the batch's deadline.
     fn fill(&mut self, worker: &mut Worker, batch: BatchId, deadline: Instant) -> Result<()> {
+        // A logged batch is read to its logged end, whatever the clock or a stop says.
+        let replaying = self
+            .run
+            .ckpt
+            .as_ref()
+            .is_some_and(|c| c.recovered.replay.contains_key(&batch));
         loop {
             let mut more = false;
             for d in &mut self.built.drivers {
                 more |= d.poll_once(batch)?;
             }
             match self.run.mode {
+                _ if replaying && !more => return Ok(()),
                 RunMode::UntilEnd if !more => return Ok(()),
+                _ if replaying => {
+                    worker.step();
+                    self.report_completed();
+                }
                 RunMode::UntilEnd => {
                     // Let operators take each chunk while it is in cache, as the next is read.
                     worker.step();
@@ -563,9 +950,36 @@ impl WorkerLoop<'_> {
                 .cloned()
                 .unwrap_or_default();
             self.failed_seen |= totals.failed;
+            self.checkpoint_completed(done.batch, &totals);
             if self.is_reporter {
                 self.notify_completed(&done, totals);
             }
+        }
+    }
+
+    /// After `batch` completed everywhere: notes where the partitions stand and, when the batch
+    /// was a checkpoint batch, hands this worker's saved state (and, on worker 0, the positions)
+    /// to the writer.
+    fn checkpoint_completed(&mut self, batch: BatchId, totals: &BatchTotals) {
+        let Some(ckpt) = &self.run.ckpt else {
+            return;
+        };
+        for p in &totals.positions {
+            self.positions
+                .insert((p.source.clone(), p.partition), p.clone());
+        }
+        let Some(operators) = self.shared.ckpt.take(batch) else {
+            return;
+        };
+        ckpt.writer.send(Msg::Part {
+            batch,
+            worker: self.shared.worker as u32,
+            workers: ckpt.peers,
+            operators,
+        });
+        if self.is_reporter {
+            let positions = self.positions.values().cloned().collect();
+            ckpt.writer.send(Msg::Positions { batch, positions });
         }
     }
 

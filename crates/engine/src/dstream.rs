@@ -16,6 +16,7 @@ use timely::dataflow::operators::{Capability, Operator};
 use timely::dataflow::{Scope, StreamVec};
 use timely::progress::frontier::MutableAntichain;
 
+use crate::checkpoint::state::{StateHandle, WorkerCheckpoint};
 use crate::metrics::EngineMetrics;
 use crate::time::{BatchClock, BatchId};
 use crate::watermark::WatermarkReport;
@@ -56,6 +57,11 @@ pub(crate) struct JobShared {
     pub current_batch: std::cell::Cell<(BatchId, Option<std::time::Instant>)>,
     /// How many stateful operators of each kind the job has built so far.
     pub state_ops: RefCell<std::collections::BTreeMap<&'static str, usize>>,
+    /// Errors of operators whose builder returns no `Result` (a checkpoint's state that does not
+    /// decode, say); the job fails with the first when it is built.
+    pub build_errors: RefCell<Vec<crate::error::EngineError>>,
+    /// Checkpoint bookkeeping: key groups, batches to save at, state to restore.
+    pub ckpt: Rc<WorkerCheckpoint>,
 }
 
 impl JobShared {
@@ -81,6 +87,23 @@ impl JobShared {
             name: self.state_name(kind),
             worker: self.worker,
         }
+    }
+
+    /// A stateful operator's link to checkpoints, named after its `kind` (numbered from the
+    /// second instance on, in build order).
+    pub fn stateful(&self, kind: &'static str) -> StateHandle {
+        StateHandle::new(&self.ckpt, kind)
+    }
+
+    /// Keeps `e` to fail the job with once it is built (for operators that return no `Result`).
+    pub fn defer_error(&self, e: crate::error::EngineError) {
+        self.build_errors.borrow_mut().push(e);
+    }
+
+    /// How many key groups. Exchanges of keyed state route by key group (`route(key) % groups`),
+    /// so that state saved by key group lands on the worker that owns it after a restore.
+    pub fn key_groups(&self) -> u64 {
+        u64::from(self.ckpt.key_groups)
     }
 
     /// Time since this worker started batch `b` (zero when unknown).
@@ -157,10 +180,11 @@ where
     P: ParallelizationContract<BatchId, Vec<T>>,
     L: FnMut(BatchId, Vec<T>, &mut Vec<O>) + 'static,
 {
+    let first = first_batch(stream);
     stream
         .clone()
         .unary_frontier(pact, name, move |cap, _info| {
-            let mut cursor = BatchCursor::new(cap);
+            let mut cursor = BatchCursor::new(cap, first);
             let mut pending: BTreeMap<BatchId, Vec<Vec<T>>> = BTreeMap::new();
             let mut out = Vec::new();
             move |(input, frontier), output| {
@@ -201,8 +225,9 @@ where
     PB: ParallelizationContract<BatchId, Vec<B>>,
     L: FnMut(BatchId, Vec<A>, Vec<B>, &mut Vec<O>) + 'static,
 {
+    let first = first_batch(left);
     let constructor = move |cap, _info| {
-        let mut cursor = BatchCursor::new(cap);
+        let mut cursor = BatchCursor::new(cap, first);
         let mut pending_a: BTreeMap<BatchId, Vec<Vec<A>>> = BTreeMap::new();
         let mut pending_b: BTreeMap<BatchId, Vec<Vec<B>>> = BTreeMap::new();
         let mut out = Vec::new();
@@ -266,8 +291,9 @@ where
     PB: ParallelizationContract<BatchId, Vec<B>>,
     L: FnMut(BatchId, Piece<'_, A, B>, &mut Vec<O>) + 'static,
 {
+    let first = first_batch(left);
     let constructor = move |cap, _info| {
-        let mut cursor = BatchCursor::new(cap);
+        let mut cursor = BatchCursor::new(cap, first);
         // Containers that came before their batch opened, kept whole (not appended into one vector).
         let mut pending_a: BTreeMap<BatchId, Vec<Vec<A>>> = BTreeMap::new();
         let mut pending_b: BTreeMap<BatchId, Vec<B>> = BTreeMap::new();
@@ -331,10 +357,13 @@ struct BatchCursor {
 }
 
 impl BatchCursor {
-    fn new(cap: Capability<BatchId>) -> Self {
+    /// A cursor whose first batch is `first` (after a restored checkpoint's batch; the inputs
+    /// start there too, so no earlier batch exists).
+    fn new(mut cap: Capability<BatchId>, first: BatchId) -> Self {
+        cap.downgrade(&first);
         BatchCursor {
             cap: Some(cap),
-            next: 0,
+            next: first,
             emitted: 0,
         }
     }
@@ -372,7 +401,10 @@ impl BatchCursor {
             self.next += 1;
         }
         match limit {
-            Some(l) => held.downgrade(&l),
+            // Before the inputs have moved to a restored job's first batch, the frontier is
+            // still behind the cursor.
+            Some(l) if l > *held.time() => held.downgrade(&l),
+            Some(_) => {}
             None => self.cap = None,
         }
     }
@@ -399,6 +431,27 @@ fn earliest(a: &MutableAntichain<BatchId>, b: &MutableAntichain<BatchId>) -> Opt
         (Some(a), Some(b)) => Some(a.min(b)),
         (a, b) => a.or(b),
     }
+}
+
+/// The first batch of the job `stream` belongs to: every input is advanced to it before the
+/// first record is sent, so operators start their batch walk there.
+/// The worker sets it (in [`building_from`]) while it builds a job's dataflow on its own thread:
+/// operators are built deep inside the job function, which has no other way to pass it down.
+fn first_batch<T: Data>(_stream: &StreamVec<'_, BatchId, T>) -> BatchId {
+    FIRST_BATCH.with(|f| f.get())
+}
+
+thread_local! {
+    static FIRST_BATCH: std::cell::Cell<BatchId> = const { std::cell::Cell::new(0) };
+}
+
+/// Runs `build` (which builds a job's dataflow on this worker thread) with `first` as the first
+/// batch every operator built meanwhile starts at.
+pub(crate) fn building_from<R>(first: BatchId, build: impl FnOnce() -> R) -> R {
+    let before = FIRST_BATCH.with(|f| f.replace(first));
+    let out = build();
+    FIRST_BATCH.with(|f| f.set(before));
+    out
 }
 
 fn last_pending<T>(pending: &BTreeMap<BatchId, T>) -> BatchId {

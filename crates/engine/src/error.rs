@@ -52,6 +52,63 @@ pub enum EngineError {
     /// The dataflow runtime failed (a worker thread panicked or could not start).
     #[error("dataflow runtime: {0}")]
     Runtime(String),
+    /// Another worker failed and the job stopped with it; that worker's error says why.
+    #[error("another worker failed; see its error")]
+    PeerFailed,
+    /// The job could not be restored from its checkpoint, or could not keep its offset log.
+    #[error(transparent)]
+    Recovery(#[from] RecoveryError),
+}
+
+/// Why a job could not start from its checkpoint or keep its offset log, and who must act.
+#[derive(Debug, thiserror::Error)]
+pub enum RecoveryError {
+    /// The checkpoint storage failed. Retrying may help; if not, the operator must look at the
+    /// storage (disk, permissions, credentials).
+    #[error(transparent)]
+    Store(#[from] crate::checkpoint::StoreError),
+    /// The newest checkpoint was taken by another job (other streams, windows or key groups).
+    /// The user must either run the job that took it or start anew with `--from-scratch`, which
+    /// keeps the old checkpoints aside.
+    #[error(
+        "the checkpoint at {store} (batch {batch}) was taken by a different job: {}; run the same job, or start anew with --from-scratch (old checkpoints are kept aside)",
+        differences.join("; ")
+    )]
+    JobChanged {
+        /// The checkpoint storage.
+        store: String,
+        /// The checkpoint's batch.
+        batch: u64,
+        /// What differs, one entry per setting.
+        differences: Vec<String>,
+    },
+    /// An operator's saved state does not decode as that operator's state: the checkpoint was
+    /// written by another version, or damaged after its checksum was taken.
+    #[error("the checkpoint's state of operator `{operator}` cannot be read: {message}")]
+    State {
+        /// The operator's name.
+        operator: String,
+        /// The decoder's message.
+        message: String,
+    },
+    /// A batch logged before the restart cannot be read again: the input no longer holds it
+    /// (retention removed it, or the log was replaced). The user must restore the input or start
+    /// anew with `--from-scratch`.
+    #[error(
+        "batch {batch} read source `{source_name}` partition {partition} up to offset {expected}, but the input now ends at {got}; restore the input or start anew with --from-scratch"
+    )]
+    InputTruncated {
+        /// The batch being re-run.
+        batch: u64,
+        /// The source.
+        source_name: String,
+        /// The partition.
+        partition: u32,
+        /// The offset the log recorded.
+        expected: u64,
+        /// Where the input ends now.
+        got: u64,
+    },
 }
 
 /// The engine's `Result`.

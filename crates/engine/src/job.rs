@@ -12,8 +12,10 @@ use timely::dataflow::operators::probe::Probe;
 use timely::dataflow::operators::vec::{Broadcast, Input};
 use timely::dataflow::{InputHandleVec, Scope, StreamVec};
 
+use crate::checkpoint::PartitionPosition;
 use crate::dstream::{DStream, Data, JobShared, batch_unary};
 use crate::error::{EngineError, Result};
+use crate::source::driver::ReplayBatch;
 use crate::source::{
     DeadLetter, EventTime, PartitionId, PartitionProgress, PartitionedSource, SourceDriver,
     SourceSettings, TypedSourceDriver,
@@ -27,6 +29,10 @@ pub(crate) struct WorkerReport {
     pub rows: u64,
     pub dead_letters: u64,
     pub offsets: Vec<PartitionProgress>,
+    /// Where each of this worker's partitions stands after the batch.
+    pub positions: Vec<PartitionPosition>,
+    /// Worker 0 wants a checkpoint (the interval has passed, or one was asked for).
+    pub checkpoint_wanted: bool,
     /// Every partition of this worker has ended (until-end mode).
     pub finished: bool,
     /// A stop was asked for.
@@ -41,6 +47,8 @@ pub(crate) struct BatchTotals {
     pub rows: u64,
     pub dead_letters: u64,
     pub offsets: Vec<PartitionProgress>,
+    pub positions: Vec<PartitionPosition>,
+    pub checkpoint_wanted: bool,
     pub reports: usize,
     pub finished: usize,
     pub stop: bool,
@@ -57,10 +65,19 @@ pub struct Job<'s> {
     scope: Scope<'s, BatchId>,
     shared: Rc<JobShared>,
     settings: SourceSettings,
-    start_offsets: HashMap<String, HashMap<PartitionId, u64>>,
+    start: HashMap<String, SourceStart>,
     drivers: Vec<Box<dyn SourceDriver>>,
     reports: InputHandleVec<BatchId, WorkerReport>,
     totals: Totals,
+}
+
+/// Where one source starts on this worker: offsets and event-time maxima per partition from a
+/// restored checkpoint (or given by the caller), and the logged batches to re-run.
+#[derive(Debug, Clone, Default)]
+pub(crate) struct SourceStart {
+    pub offsets: HashMap<PartitionId, u64>,
+    pub max_ts: HashMap<PartitionId, u64>,
+    pub replay: BTreeMap<BatchId, ReplayBatch>,
 }
 
 /// The parts of a built job that the worker loop drives.
@@ -94,7 +111,7 @@ impl<'s> Job<'s> {
         scope: Scope<'s, BatchId>,
         shared: Rc<JobShared>,
         settings: SourceSettings,
-        start_offsets: HashMap<String, HashMap<PartitionId, u64>>,
+        start: HashMap<String, SourceStart>,
     ) -> Self {
         let (reports, stream) = scope.new_input::<WorkerReport>();
         let totals: Totals = Rc::default();
@@ -109,6 +126,8 @@ impl<'s> Job<'s> {
                     total.rows += r.rows;
                     total.dead_letters += r.dead_letters;
                     total.offsets.extend(r.offsets);
+                    total.positions.extend(r.positions);
+                    total.checkpoint_wanted |= r.checkpoint_wanted;
                     total.reports += 1;
                     total.finished += usize::from(r.finished);
                     total.stop |= r.stop;
@@ -122,7 +141,7 @@ impl<'s> Job<'s> {
             scope,
             shared,
             settings,
-            start_offsets,
+            start,
             drivers: Vec::new(),
             reports,
             totals,
@@ -200,11 +219,11 @@ impl<'s> Job<'s> {
             None => (None, None),
         };
         let mut settings = self.settings.clone();
-        settings.start_offsets = self
-            .start_offsets
-            .get(source.name())
-            .cloned()
-            .unwrap_or_default();
+        if let Some(start) = self.start.remove(source.name()) {
+            settings.start_offsets = start.offsets;
+            settings.start_max_ts = start.max_ts;
+            settings.replay = start.replay;
+        }
         let driver = TypedSourceDriver::new(
             Arc::new(source.clone()),
             settings,
@@ -244,6 +263,9 @@ impl<'s> Job<'s> {
     }
 
     pub(crate) fn finish(self) -> Result<BuiltJob> {
+        if let Some(e) = self.shared.build_errors.borrow_mut().drain(..).next() {
+            return Err(e);
+        }
         if *self.shared.outputs.borrow() == 0 {
             return Err(EngineError::NoOutput);
         }

@@ -49,6 +49,7 @@
 //! # Ok::<(), clickpulse_engine::EngineError>(())
 //! ```
 
+pub mod checkpoint;
 mod context;
 mod dstream;
 mod error;
@@ -62,9 +63,11 @@ pub mod testing;
 mod time;
 pub mod watermark;
 
-pub use context::{Cluster, RunMode, RunSummary, ShutdownHandle, StreamingContext};
+pub use context::{
+    Cluster, DEFAULT_KEY_GROUPS, RunMode, RunSummary, ShutdownHandle, StreamingContext,
+};
 pub use dstream::{DStream, Data, Key, route};
-pub use error::{EngineError, Result};
+pub use error::{EngineError, RecoveryError, Result};
 pub use event_time::{EventTimeOutput, Session};
 pub use job::Job;
 pub use operators::map_with_state::State;

@@ -21,6 +21,7 @@ pub struct EngineMetrics {
     late_events: AtomicU64,
     dead_letters: AtomicU64,
     state: Mutex<BTreeMap<(String, usize), StateSize>>,
+    checkpoint: Mutex<Option<crate::checkpoint::CheckpointStats>>,
 }
 
 impl EngineMetrics {
@@ -44,6 +45,15 @@ impl EngineMetrics {
             e.bytes += s.bytes;
         }
         out
+    }
+
+    /// The last checkpoint written, if any.
+    pub fn last_checkpoint(&self) -> Option<crate::checkpoint::CheckpointStats> {
+        *self.checkpoint.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    pub(crate) fn set_checkpoint(&self, stats: crate::checkpoint::CheckpointStats) {
+        *self.checkpoint.lock().unwrap_or_else(|p| p.into_inner()) = Some(stats);
     }
 
     pub(crate) fn add_late(&self, n: u64) {

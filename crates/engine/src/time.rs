@@ -9,6 +9,13 @@ use crate::error::{EngineError, Result};
 /// A batch id: the timely timestamp of everything a micro-batch holds. Batches count from 0.
 pub type BatchId = u64;
 
+/// Milliseconds since the Unix epoch, by the system clock.
+pub(crate) fn now_ms() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
+}
+
 /// Maps batch ids to processing time: batch `b` covers `[start_ms + b*interval, start_ms + (b+1)*interval)`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct BatchClock {

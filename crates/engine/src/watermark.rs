@@ -65,12 +65,25 @@ pub fn combine(reports: &[WatermarkReport]) -> Option<u64> {
 }
 
 /// The watermark as an event-time operator sees it across batches: monotone, starting at 0.
-#[derive(Debug, Default, Clone, Copy)]
+#[derive(Debug, Default, Clone, Copy, Serialize, Deserialize)]
 pub(crate) struct WatermarkTracker {
     current: u64,
 }
 
 impl WatermarkTracker {
+    /// The tracker an operator starts with: the restored one (every worker saved the same
+    /// watermark; the highest is taken), or a new one.
+    ///
+    /// # Errors
+    /// [`EngineError::Recovery`](crate::EngineError::Recovery) when the saved state does not
+    /// decode.
+    pub fn restore(ckpt: &crate::checkpoint::state::StateHandle) -> crate::Result<Self> {
+        Ok(ckpt
+            .restore::<WatermarkTracker, ()>()?
+            .and_then(|(globals, _)| globals.into_iter().max_by_key(|t| t.current))
+            .unwrap_or_default())
+    }
+
     /// The watermark before the batch being processed (events are checked for lateness against it).
     pub fn current(&self) -> u64 {
         self.current

@@ -136,6 +136,7 @@ fn check_bounded_run(workers: usize, sizes: &[Vec<usize>]) {
             input_rows: per_batch.iter().sum::<usize>() as u64,
             dead_letters: 0,
             late_events: 0,
+            ..RunSummary::default()
         },
         "{context}"
     );

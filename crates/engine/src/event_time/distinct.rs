@@ -64,15 +64,28 @@ impl<'s, K: Key, V: Data> DStream<'s, (K, V)> {
             |seen, out| seen.drain(|start, k, ()| out((k, start))),
         )?;
 
-        let mut tracker = WatermarkTracker::default();
+        let ckpt = self.shared.stateful("distinct_count_in_window");
+        let groups = self.shared.key_groups();
         let mut open: BTreeMap<u64, FxHashSet<K>> = BTreeMap::new();
+        let mut tracker = match ckpt.restore::<WatermarkTracker, (u64, K)>()? {
+            Some((globals, entries)) => {
+                for (end, k) in entries {
+                    open.entry(end).or_default().insert(k);
+                }
+                globals
+                    .into_iter()
+                    .max_by_key(|t| t.current())
+                    .unwrap_or_default()
+            }
+            None => WatermarkTracker::default(),
+        };
         let partial_counts = batch_binary_eager(
             &keys,
             &wm,
-            Exchange::new(|p: &(K, u64)| route(&p.0)),
+            Exchange::new(move |p: &(K, u64)| route(&p.0) % groups),
             Pipeline,
             "DistinctCount",
-            move |_b, piece, out| match piece {
+            move |b, piece, out| match piece {
                 Piece::Data(data) => {
                     for (k, start) in data.drain(..) {
                         open.entry(start + size_ms).or_default().insert(k);
@@ -93,6 +106,12 @@ impl<'s, K: Key, V: Data> DStream<'s, (K, V)> {
                             },
                             n,
                         ));
+                    }
+                    if ckpt.due(b) {
+                        let entries = open
+                            .iter()
+                            .flat_map(|(end, ks)| ks.iter().map(move |k| (route(k), (*end, k))));
+                        ckpt.save(b, &tracker, entries);
                     }
                     let keys: usize = open.values().map(|s| s.len()).sum();
                     let cap: usize = open.values().map(|s| s.capacity()).sum();
@@ -187,15 +206,26 @@ impl<'s, K: Key, V: Data> DStream<'s, (K, V)> {
         )?;
 
         // Stage 2, on the window's worker: merge the sketches, estimate when the window closes.
-        let mut tracker = WatermarkTracker::default();
+        let ckpt = self.shared.stateful("approx_distinct_count_in_window");
+        let groups = self.shared.key_groups();
         let mut open: BTreeMap<u64, HyperLogLogPlus> = BTreeMap::new();
+        let mut tracker = match ckpt.restore::<WatermarkTracker, (u64, HyperLogLogPlus)>()? {
+            Some((globals, entries)) => {
+                open.extend(entries);
+                globals
+                    .into_iter()
+                    .max_by_key(|t| t.current())
+                    .unwrap_or_default()
+            }
+            None => WatermarkTracker::default(),
+        };
         let totals = batch_binary_eager(
             &partials,
             &wm,
-            Exchange::new(|p: &(u64, HyperLogLogPlus)| route(&p.0)),
+            Exchange::new(move |p: &(u64, HyperLogLogPlus)| route(&p.0) % groups),
             Pipeline,
             "SketchMerge",
-            move |_b, piece, out| match piece {
+            move |b, piece, out| match piece {
                 Piece::Data(data) => {
                     for (start, sketch) in data.drain(..) {
                         match open.entry(start + size_ms) {
@@ -226,6 +256,13 @@ impl<'s, K: Key, V: Data> DStream<'s, (K, V)> {
                             end_ms: end,
                         };
                         out.push((w, n));
+                    }
+                    if ckpt.due(b) {
+                        // Keyed by window end; routed by window start, as the exchange does.
+                        let entries = open
+                            .iter()
+                            .map(|(end, sketch)| (route(&(end - size_ms)), (*end, sketch)));
+                        ckpt.save(b, &tracker, entries);
                     }
                     let size = StateSize {
                         keys: open.len() as u64,

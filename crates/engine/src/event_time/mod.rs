@@ -134,14 +134,16 @@ impl<'s, K: Data, V: Data> DStream<'s, (K, V)> {
     ) -> Result<(StreamVec<'s, BatchId, P>, StreamVec<'s, BatchId, (K, V)>)> {
         let wm = self.require_watermarks(name)?;
         let metrics = Arc::clone(&self.shared.metrics);
-        let mut tracker = WatermarkTracker::default();
+        // Its state between batches is the watermark alone (`state` is flushed at every end).
+        let ckpt = self.shared.stateful("pre_aggregate");
+        let mut tracker = WatermarkTracker::restore(&ckpt)?;
         let routed = batch_binary_eager(
             &self.stream,
             &wm,
             Pipeline,
             Pipeline,
             name,
-            move |_b, piece, out| match piece {
+            move |b, piece, out| match piece {
                 Piece::Data(data) => {
                     let before = tracker.current();
                     let late = route_late(data.drain(..), &windows, &ts, before, out, |k, v, t| {
@@ -152,6 +154,9 @@ impl<'s, K: Data, V: Data> DStream<'s, (K, V)> {
                 Piece::End(reports) => {
                     flush(&mut state, &mut |p| out.push(Routed::Out(p)));
                     tracker.advance(&reports);
+                    if ckpt.due(b) {
+                        ckpt.save(b, &tracker, std::iter::empty::<(u64, ())>());
+                    }
                 }
             },
         );

@@ -10,6 +10,7 @@ use timely::dataflow::channels::pact::{Exchange, Pipeline};
 
 use super::close_queue::CloseQueue;
 use super::{Aggregator, EventTimeOutput, Routed};
+use crate::checkpoint::state::StateHandle;
 use crate::dstream::{DStream, Data, Key, Piece, batch_binary_eager, route};
 use crate::error::{EngineError, Result};
 use crate::metrics::{StateSize, table_bytes};
@@ -24,7 +25,7 @@ pub struct Session {
     pub end_ms: u64,
 }
 
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 struct Open<A> {
     start: u64,
     end: u64,
@@ -139,20 +140,21 @@ impl<'s, K: Key, V: Data> DStream<'s, (K, V)> {
         let wm = self.require_watermarks("session_by_key")?;
         let metrics = Arc::clone(&self.shared.metrics);
         let report = self.shared.state_report("session_by_key");
-        let mut tracker = WatermarkTracker::default();
+        let ckpt = self.shared.stateful("session_by_key");
+        let groups = self.shared.key_groups();
         let mut open: FxHashMap<K, KeySessions<A::Acc>> = FxHashMap::default();
         // (close time, key) of keys that may have a session closing then (checked when due), in
         // slots of a second (of the gap, when shorter): close times come roughly in order.
         let mut closing: CloseQueue<K> = CloseQueue::new(gap.min(1000));
+        let (mut tracker, mut sessions) = restore_sessions(&ckpt, &mut open, &mut closing)?;
         let mut due = Vec::new();
-        let mut sessions = 0u64;
         let routed = batch_binary_eager(
             &self.stream,
             &wm,
-            Exchange::new(|kv: &(K, V)| route(&kv.0)),
+            Exchange::new(move |kv: &(K, V)| route(&kv.0) % groups),
             Pipeline,
             "SessionByKey",
-            move |_b, piece, out| match piece {
+            move |b, piece, out| match piece {
                 Piece::Data(data) => {
                     let before = tracker.current();
                     let mut late = 0;
@@ -191,6 +193,13 @@ impl<'s, K: Key, V: Data> DStream<'s, (K, V)> {
                         &mut sessions,
                         out,
                     );
+                    if ckpt.due(b) {
+                        // The queue is rebuilt from each key's next close time on restore.
+                        let entries = open
+                            .iter()
+                            .map(|(k, s)| (route(k), (k, &s.sessions, s.registered_at)));
+                        ckpt.save(b, &tracker, entries);
+                    }
                     let size = StateSize {
                         keys: sessions,
                         bytes: table_bytes::<K, KeySessions<A::Acc>>(open.capacity())
@@ -207,6 +216,41 @@ impl<'s, K: Key, V: Data> DStream<'s, (K, V)> {
             late: self.derive(late),
         })
     }
+}
+
+/// The open sessions of the key groups this worker owns, from the checkpoint being restored
+/// (with their close queue rebuilt), and the watermark and number of open sessions to go on with.
+///
+/// # Errors
+/// [`EngineError::Recovery`] when the saved state does not decode.
+fn restore_sessions<K: Key, A: Data>(
+    ckpt: &StateHandle,
+    open: &mut FxHashMap<K, KeySessions<A>>,
+    closing: &mut CloseQueue<K>,
+) -> Result<(WatermarkTracker, u64)> {
+    type Saved<K, A> = (K, SmallVec<[Open<A>; 1]>, Option<u64>);
+    let Some((globals, entries)) = ckpt.restore::<WatermarkTracker, Saved<K, A>>()? else {
+        return Ok((WatermarkTracker::default(), 0));
+    };
+    let tracker = globals
+        .into_iter()
+        .max_by_key(|t| t.current())
+        .unwrap_or_default();
+    let mut count = 0;
+    for (k, sessions, registered_at) in entries {
+        count += sessions.len() as u64;
+        if let Some(at) = registered_at {
+            closing.push(at, k.clone());
+        }
+        open.insert(
+            k,
+            KeySessions {
+                sessions,
+                registered_at,
+            },
+        );
+    }
+    Ok((tracker, count))
 }
 
 /// Emits and forgets every session whose last event plus `gap` the watermark `now` has reached:

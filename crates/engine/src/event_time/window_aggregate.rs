@@ -9,10 +9,11 @@ use timely::dataflow::channels::pact::{Exchange, Pipeline};
 
 use super::EventTimeOutput;
 use super::pane_tables::PaneTables;
+use crate::checkpoint::state::StateHandle;
 use crate::dstream::{DStream, Data, Key, Piece, batch_binary_eager, route};
 use crate::error::Result;
 use crate::metrics::{StateSize, table_bytes};
-use crate::time::{Window, Windows};
+use crate::time::{BatchId, Window, Windows};
 use crate::watermark::WatermarkTracker;
 
 /// How values are folded into a window's accumulator. `merge` must agree with `add`
@@ -164,6 +165,44 @@ impl<K: Key, A: Data> Panes<K, A> {
         }
     }
 
+    /// Saves the state after `batch`: the watermark and the last window end as global state,
+    /// every `(pane, key, accumulator)` in the key group `route` gives it.
+    fn save(
+        &self,
+        ckpt: &StateHandle,
+        batch: BatchId,
+        tracker: &WatermarkTracker,
+        route: impl Fn(&K, u64) -> u64,
+    ) {
+        let entries = self.panes.iter().flat_map(|(pane, table)| {
+            let route = &route;
+            table
+                .iter()
+                .map(move |(k, acc)| (route(k, *pane), (*pane, k, acc)))
+        });
+        ckpt.save(batch, &(tracker, self.closed_upto), entries);
+    }
+
+    /// The state saved by [`Panes::save`], for the key groups this worker owns; every window
+    /// ending at or before the highest last window end of any worker was emitted.
+    fn restore(&mut self, ckpt: &StateHandle) -> Result<WatermarkTracker> {
+        let Some((globals, entries)) = ckpt.restore::<(WatermarkTracker, u64), (u64, K, A)>()?
+        else {
+            return Ok(WatermarkTracker::default());
+        };
+        let mut tracker = WatermarkTracker::default();
+        for (t, closed) in globals {
+            if t.current() >= tracker.current() {
+                tracker = t;
+            }
+            self.closed_upto = self.closed_upto.max(closed);
+        }
+        for (pane, k, acc) in entries {
+            self.panes.entry(pane).or_default().insert(k, acc);
+        }
+        Ok(tracker)
+    }
+
     fn keys(&self) -> usize {
         self.panes.values().map(|m| m.len()).sum()
     }
@@ -239,25 +278,32 @@ impl<'s, K: Key, V: Data> DStream<'s, (K, V)> {
         // passed. A tumbling window is one pane, so there the pane's worker will do: a few hot
         // keys (urls, say) then spread over the workers instead of loading one.
         let tumbling = size_ms == slide_ms;
-        let mut tracker = WatermarkTracker::default();
+        let groups = self.shared.key_groups();
+        let hash = move |k: &K, pane: u64| {
+            let h = if tumbling {
+                route(&(k, pane))
+            } else {
+                route(k)
+            };
+            h % groups
+        };
+        let ckpt = self.shared.stateful("window_aggregate");
         let mut panes: Panes<K, A::Acc> = Panes::new(size_ms, slide_ms);
+        let mut tracker = panes.restore(&ckpt)?;
         let results = batch_binary_eager(
             &partials,
             &wm,
-            Exchange::new(move |p: &(K, u64, A::Acc)| {
-                if tumbling {
-                    route(&(&p.0, p.1))
-                } else {
-                    route(&p.0)
-                }
-            }),
+            Exchange::new(move |p: &(K, u64, A::Acc)| hash(&p.0, p.1)),
             Pipeline,
             "WindowAggregate",
-            move |_b, piece, out| match piece {
+            move |b, piece, out| match piece {
                 Piece::Data(data) => panes.merge_all(&agg, data.drain(..)),
                 Piece::End(reports) => {
                     let now = tracker.advance(&reports);
                     panes.close(&agg, now, out);
+                    if ckpt.due(b) {
+                        panes.save(&ckpt, b, &tracker, hash);
+                    }
                     let size = StateSize {
                         keys: panes.keys() as u64,
                         bytes: table_bytes::<K, A::Acc>(panes.capacity()),

@@ -46,6 +46,7 @@ impl<S> State<S> {
     }
 }
 
+#[derive(serde::Serialize, serde::Deserialize)]
 struct Entry<S> {
     value: S,
     last_batch: BatchId,
@@ -104,12 +105,26 @@ impl<'s, K: Key, V: Data> DStream<'s, (K, V)> {
             }
         };
         let report = self.shared.state_report("map_with_state");
+        let ckpt = self.shared.stateful("map_with_state");
+        let groups = self.shared.key_groups();
         let mut state: FxHashMap<K, Entry<S>> = FxHashMap::default();
         // Deadline batch -> keys that may time out then (checked against last_batch when popped).
         let mut deadlines: BTreeMap<BatchId, Vec<K>> = BTreeMap::new();
+        if let Some((_, entries)) = ckpt.restore::<(), (K, Entry<S>)>()? {
+            for (k, e) in entries {
+                if let Some(t) = timeout_batches {
+                    // Re-filed when popped early, as a key whose clicks moved its deadline.
+                    deadlines
+                        .entry(e.last_batch + t)
+                        .or_default()
+                        .push(k.clone());
+                }
+                state.insert(k, e);
+            }
+        }
         let stream = batch_unary(
             &self.stream,
-            Exchange::new(|kv: &(K, V)| route(&kv.0)),
+            Exchange::new(move |kv: &(K, V)| route(&kv.0) % groups),
             "MapWithState",
             move |b, data, out| {
                 for (k, v) in data {
@@ -141,6 +156,9 @@ impl<'s, K: Key, V: Data> DStream<'s, (K, V)> {
                     bytes: table_bytes::<K, Entry<S>>(state.capacity()),
                 };
                 report.set(size);
+                if ckpt.due(b) {
+                    ckpt.save(b, &(), state.iter().map(|(k, e)| (route(k), (k, e))));
+                }
             },
         );
         Ok(self.derive(stream))

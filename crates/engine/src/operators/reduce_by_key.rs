@@ -21,9 +21,11 @@ impl<'s, K: Key, V: Data> DStream<'s, (K, V)> {
     /// ```
     pub fn reduce_by_key(&self, f: impl Fn(V, V) -> V + Clone + 'static) -> DStream<'s, (K, V)> {
         let local = combine(&self.stream, Pipeline, "ReduceByKeyLocal", f.clone());
+        // By key group, as every keyed exchange: windows over these results keep keyed state.
+        let groups = self.shared.key_groups();
         let global = combine(
             &local,
-            Exchange::new(|kv: &(K, V)| route(&kv.0)),
+            Exchange::new(move |kv: &(K, V)| route(&kv.0) % groups),
             "ReduceByKey",
             f,
         );

@@ -1,14 +1,14 @@
 //! `reduce_by_key_and_window`: per-key values over a DStream window, plain or incremental.
 
-use std::collections::VecDeque;
 use std::time::Duration;
 
 use rustc_hash::FxHashMap;
 use timely::dataflow::channels::pact::Pipeline;
 
-use crate::dstream::{DStream, Data, Key, batch_unary};
+use crate::dstream::{DStream, Data, Key, batch_unary, route};
 use crate::error::Result;
 use crate::metrics::{StateSize, table_bytes};
+use crate::operators::window::{Kept, restore_kept, save_kept};
 
 impl<'s, K: Key, V: Data> DStream<'s, (K, V)> {
     /// Each key's values over the last `len` of batches combined with `f`, every `slide`. Each
@@ -37,7 +37,8 @@ impl<'s, K: Key, V: Data> DStream<'s, (K, V)> {
     ) -> Result<DStream<'s, (K, V)>> {
         let w = self.batch_window(len, slide)?;
         let per_batch = self.reduce_by_key(f.clone());
-        let mut kept: VecDeque<(u64, Vec<(K, V)>)> = VecDeque::new();
+        let ckpt = self.shared.stateful("reduce_by_key_and_window");
+        let mut kept: Kept<(K, V)> = restore_kept(&ckpt)?;
         let stream = batch_unary(
             &per_batch.stream,
             Pipeline,
@@ -46,6 +47,9 @@ impl<'s, K: Key, V: Data> DStream<'s, (K, V)> {
                 kept.push_back((b, data));
                 while kept.front().is_some_and(|(first, _)| first + w.len <= b) {
                     kept.pop_front();
+                }
+                if ckpt.due(b) {
+                    save_kept(&ckpt, b, &kept, |kv| route(&kv.0));
                 }
                 if !w.emits_at(b) {
                     return;
@@ -101,8 +105,19 @@ impl<'s, K: Key, V: Data> DStream<'s, (K, V)> {
     ) -> Result<DStream<'s, (K, V)>> {
         let w = self.batch_window(len, slide)?;
         let per_batch = self.reduce_by_key(f.clone());
-        let mut kept: VecDeque<(u64, Vec<(K, V)>)> = VecDeque::new();
+        // The window's running values are recomputed from its batches on restore.
+        let ckpt = self.shared.stateful("reduce_by_key_and_window_inv");
+        let mut kept: Kept<(K, V)> = restore_kept(&ckpt)?;
         let mut current: FxHashMap<K, V> = FxHashMap::default();
+        for (k, v) in kept.iter().flat_map(|(_, rows)| rows.iter()) {
+            let merged = match current.remove(k) {
+                Some(prev) => f(prev, v.clone()),
+                None => v.clone(),
+            };
+            if keep(&merged) {
+                current.insert(k.clone(), merged);
+            }
+        }
         let report = self.shared.state_report("reduce_by_key_and_window");
         let stream = batch_unary(
             &per_batch.stream,
@@ -133,6 +148,9 @@ impl<'s, K: Key, V: Data> DStream<'s, (K, V)> {
                 }
                 if w.emits_at(b) {
                     out.extend(current.iter().map(|(k, v)| (k.clone(), v.clone())));
+                }
+                if ckpt.due(b) {
+                    save_kept(&ckpt, b, &kept, |kv| route(&kv.0));
                 }
                 let keys = current.len() as u64;
                 let batch_rows: usize = kept.iter().map(|(_, r)| r.len()).sum();

@@ -31,12 +31,21 @@ impl<'s, K: Key, V: Data> DStream<'s, (K, V)> {
         update: impl Fn(Vec<V>, Option<S>) -> Option<S> + 'static,
     ) -> DStream<'s, (K, S)> {
         let report = self.shared.state_report("update_state_by_key");
+        let ckpt = self.shared.stateful("update_state_by_key");
+        let groups = self.shared.key_groups();
         let mut state: FxHashMap<K, Option<S>> = FxHashMap::default();
+        match ckpt.restore::<(), (K, S)>() {
+            Ok(restored) => {
+                let entries = restored.map(|r| r.1).unwrap_or_default();
+                state.extend(entries.into_iter().map(|(k, s)| (k, Some(s))));
+            }
+            Err(e) => self.shared.defer_error(e),
+        }
         let stream = batch_unary(
             &self.stream,
-            Exchange::new(|kv: &(K, V)| route(&kv.0)),
+            Exchange::new(move |kv: &(K, V)| route(&kv.0) % groups),
             "UpdateStateByKey",
-            move |_b, data, out| {
+            move |b, data, out| {
                 // A fresh map per batch: a kept one would hold its largest batch's capacity forever.
                 let mut groups: FxHashMap<K, Vec<V>> = FxHashMap::default();
                 for (k, v) in data {
@@ -62,6 +71,12 @@ impl<'s, K: Key, V: Data> DStream<'s, (K, V)> {
                     bytes: table_bytes::<K, Option<S>>(state.capacity()),
                 };
                 report.set(size);
+                if ckpt.due(b) {
+                    let entries = state
+                        .iter()
+                        .filter_map(|(k, s)| Some((route(k), (k, s.as_ref()?))));
+                    ckpt.save(b, &(), entries);
+                }
             },
         );
         self.derive(stream)

@@ -9,8 +9,43 @@ use std::time::Duration;
 
 use timely::dataflow::channels::pact::Pipeline;
 
-use crate::dstream::{DStream, Data, batch_unary};
+use crate::checkpoint::state::StateHandle;
+use crate::dstream::{DStream, Data, batch_unary, route};
 use crate::error::Result;
+use crate::time::BatchId;
+
+/// The batches a DStream window holds, oldest first.
+pub(crate) type Kept<T> = VecDeque<(BatchId, Vec<T>)>;
+
+/// Saves a window's batches after `batch`: every record with its batch, in the key group `hash`
+/// gives it (its key's, for keyed windows, whose state must stay with the key).
+pub(crate) fn save_kept<T: Data>(
+    ckpt: &StateHandle,
+    batch: BatchId,
+    kept: &Kept<T>,
+    mut hash: impl FnMut(&T) -> u64,
+) {
+    let entries = kept
+        .iter()
+        .flat_map(|(b, rows)| rows.iter().map(move |r| (b, r)))
+        .map(|(b, r)| (hash(r), (*b, r)));
+    ckpt.save(batch, &(), entries);
+}
+
+/// A window's batches from the checkpoint being restored (the records of the key groups this
+/// worker owns), or nothing.
+///
+/// # Errors
+/// [`EngineError::Recovery`](crate::EngineError::Recovery) when the saved state does not decode.
+pub(crate) fn restore_kept<T: Data>(ckpt: &StateHandle) -> Result<Kept<T>> {
+    let mut by_batch: std::collections::BTreeMap<BatchId, Vec<T>> = Default::default();
+    if let Some((_, entries)) = ckpt.restore::<(), (BatchId, T)>()? {
+        for (b, r) in entries {
+            by_batch.entry(b).or_default().push(r);
+        }
+    }
+    Ok(by_batch.into_iter().collect())
+}
 
 /// A window's length and slide in batches.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -55,7 +90,9 @@ impl<'s, T: Data> DStream<'s, T> {
     /// ```
     pub fn window(&self, len: Duration, slide: Duration) -> Result<DStream<'s, T>> {
         let w = self.batch_window(len, slide)?;
-        let mut kept: VecDeque<(u64, Vec<T>)> = VecDeque::new();
+        let ckpt = self.shared.stateful("window");
+        let mut kept: Kept<T> = restore_kept(&ckpt)?;
+        let mut saved = 0u64;
         let stream = batch_unary(&self.stream, Pipeline, "Window", move |b, data, out| {
             kept.push_back((b, data));
             while kept.front().is_some_and(|(first, _)| first + w.len <= b) {
@@ -65,6 +102,13 @@ impl<'s, T: Data> DStream<'s, T> {
                 for (_, rows) in &kept {
                     out.extend(rows.iter().cloned());
                 }
+            }
+            if ckpt.due(b) {
+                // Unkeyed records may restore on any worker: spread them evenly.
+                save_kept(&ckpt, b, &kept, |_| {
+                    saved += 1;
+                    route(&saved)
+                });
             }
         });
         let mut out = self.derive(stream);

@@ -1,7 +1,7 @@
 //! The per-worker side of a source: opens this worker's partitions, fills batches, tracks event
 //! time per partition and turns it into watermark reports.
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -11,8 +11,9 @@ use super::{
     DeadLetter, EventTime, PartitionId, PartitionProgress, PartitionReader, PartitionedSource,
     PollContext, Polled, ReadStatus, SourceError,
 };
+use crate::checkpoint::{PartitionPosition, PartitionRange};
 use crate::dstream::Data;
-use crate::error::{EngineError, Result};
+use crate::error::{EngineError, RecoveryError, Result};
 use crate::metrics::EngineMetrics;
 use crate::time::BatchId;
 use crate::watermark::WatermarkReport;
@@ -26,6 +27,9 @@ const ERROR_BACKOFF: Duration = Duration::from_millis(500);
 /// its buffer on) dominated reading. The worker steps the dataflow between polls, so operators
 /// take each container while the next is read.
 const POLL_CHUNK: usize = 4096;
+/// How long a re-run batch waits for logged records that do not come before it gives up: the
+/// input must have lost them.
+const REPLAY_PATIENCE: Duration = Duration::from_secs(30);
 
 /// What every source driver on a worker needs to know.
 #[derive(Debug, Clone)]
@@ -35,6 +39,19 @@ pub(crate) struct SourceSettings {
     pub bounded: bool,
     pub max_records_per_partition: usize,
     pub start_offsets: HashMap<PartitionId, u64>,
+    /// The highest event time read from each partition before the restored checkpoint.
+    pub start_max_ts: HashMap<PartitionId, u64>,
+    /// Batches to re-run exactly as logged, for this source.
+    pub replay: BTreeMap<BatchId, ReplayBatch>,
+}
+
+/// What a re-run batch reads from one source: each partition's logged range, and the watermark
+/// reports every worker sent (worker 0 sends them all again, the others none, so each
+/// event-time operator combines the same reports as the first time, whatever the worker count).
+#[derive(Debug, Clone, Default)]
+pub(crate) struct ReplayBatch {
+    pub ranges: HashMap<PartitionId, (u64, u64)>,
+    pub watermarks: Vec<WatermarkReport>,
 }
 
 /// What one source did in one batch on one worker.
@@ -43,6 +60,12 @@ pub(crate) struct SourceBatch {
     pub rows: u64,
     pub dead_letters: u64,
     pub offsets: Vec<PartitionProgress>,
+    /// Every partition's range in the batch (empty ones too), for the offset log.
+    pub ranges: Vec<PartitionRange>,
+    /// Where every partition stands after the batch.
+    pub positions: Vec<PartitionPosition>,
+    /// The watermark reports sent for the batch (event-time sources).
+    pub watermarks: Vec<WatermarkReport>,
 }
 
 /// The type-erased interface the worker loop drives.
@@ -59,6 +82,8 @@ pub(crate) trait SourceDriver {
     fn finished(&self) -> bool;
     /// Closes the inputs: this worker will send nothing more.
     fn close(&mut self);
+    /// The source's name.
+    fn name(&self) -> &str;
 }
 
 struct PartitionState<T> {
@@ -70,6 +95,8 @@ struct PartitionState<T> {
     batch_from: u64,
     taken: usize,
     resting_until: Option<Instant>,
+    /// Since when a re-run batch has been waiting for records of this partition that do not come.
+    stalled_since: Option<Instant>,
 }
 
 pub(crate) struct TypedSourceDriver<T: Data> {
@@ -89,6 +116,8 @@ pub(crate) struct TypedSourceDriver<T: Data> {
     metrics: Arc<EngineMetrics>,
     polled: Polled<T>,
     batch: SourceBatch,
+    /// The batch being re-run, while one is.
+    replaying: Option<(BatchId, ReplayBatch)>,
 }
 
 impl<T: Data> TypedSourceDriver<T> {
@@ -117,6 +146,7 @@ impl<T: Data> TypedSourceDriver<T> {
             metrics,
             polled: Polled::default(),
             batch: SourceBatch::default(),
+            replaying: None,
         };
         Ok(driver)
     }
@@ -145,12 +175,13 @@ impl<T: Data> TypedSourceDriver<T> {
             self.partitions.push(PartitionState {
                 id: p,
                 reader,
-                max_ts: None,
+                max_ts: self.settings.start_max_ts.get(&p).copied(),
                 last_data: Instant::now(),
                 ended: false,
                 batch_from: position,
                 taken: 0,
                 resting_until: None,
+                stalled_since: None,
             });
         }
         self.known_partitions = self.known_partitions.max(count);
@@ -165,12 +196,24 @@ impl<T: Data> TypedSourceDriver<T> {
             return Ok(false);
         };
         let now = Instant::now();
-        if part.ended || part.taken >= cap || part.resting_until.is_some_and(|t| now < t) {
+        // A re-run batch reads exactly its logged range, whatever the cap or the end says.
+        let target = self
+            .replaying
+            .as_ref()
+            .map(|(_, r)| r.ranges.get(&part.id).map_or(0, |range| range.1));
+        let room = match target {
+            Some(to) => {
+                usize::try_from(to.saturating_sub(part.reader.position())).unwrap_or(usize::MAX)
+            }
+            None if part.ended || part.taken >= cap => 0,
+            None => cap - part.taken,
+        };
+        if room == 0 || part.resting_until.is_some_and(|t| now < t) {
             return Ok(false);
         }
         let ctx = PollContext {
             batch,
-            max_records: (cap - part.taken).min(POLL_CHUNK),
+            max_records: room.min(POLL_CHUNK),
         };
         self.polled.items.reserve(ctx.max_records);
         let status = match part.reader.poll(&ctx, &mut self.polled) {
@@ -199,17 +242,39 @@ impl<T: Data> TypedSourceDriver<T> {
                 part.max_ts = part.max_ts.max(seen);
             }
         }
-        match status {
-            ReadStatus::Ended => part.ended = true,
-            ReadStatus::CaughtUp if bounded => part.ended = true,
-            _ => {}
+        if let Some(to) = target {
+            // Short of the logged range: the records may still be on their way (a broker's
+            // fetch), unless the partition has ended or nothing came for a long while.
+            let at = part.reader.position();
+            let stalled = got == 0 && status != ReadStatus::More;
+            let since = *part.stalled_since.get_or_insert(now);
+            if !stalled {
+                part.stalled_since = None;
+            } else if status == ReadStatus::Ended || now.duration_since(since) > REPLAY_PATIENCE {
+                return Err(EngineError::Recovery(RecoveryError::InputTruncated {
+                    batch,
+                    source_name: self.name.clone(),
+                    partition: part.id,
+                    expected: to,
+                    got: at,
+                }));
+            }
+        } else {
+            match status {
+                ReadStatus::Ended => part.ended = true,
+                ReadStatus::CaughtUp if bounded => part.ended = true,
+                _ => {}
+            }
         }
         self.batch.rows += got as u64;
         if let Some(input) = self.input.as_mut() {
             input.send_batch(&mut self.polled.items);
         }
         self.polled.items.clear();
-        let more = status == ReadStatus::More && got > 0 && part.taken < cap && !part.ended;
+        let more = match target {
+            Some(to) => part.reader.position() < to,
+            None => status == ReadStatus::More && got > 0 && part.taken < cap && !part.ended,
+        };
         self.forward_dead_letters();
         Ok(more)
     }
@@ -270,6 +335,11 @@ impl<T: Data> SourceDriver for TypedSourceDriver<T> {
             self.opened = true;
             self.open_new_partitions()?;
         }
+        if self.replaying.as_ref().is_none_or(|(b, _)| *b != batch)
+            && let Some(r) = self.settings.replay.remove(&batch)
+        {
+            self.replaying = Some((batch, r));
+        }
         if !self.settings.bounded && self.last_check.elapsed() >= PARTITION_RECHECK {
             self.last_check = Instant::now();
             if let Err(e) = self.open_new_partitions() {
@@ -284,13 +354,31 @@ impl<T: Data> SourceDriver for TypedSourceDriver<T> {
     }
 
     fn end_batch(&mut self, now: Instant) -> SourceBatch {
-        let report = self.watermark_report(now);
-        if let Some(wm) = self.watermarks.as_mut() {
-            wm.send(report);
-        }
         let mut batch = std::mem::take(&mut self.batch);
+        let reports = match self.replaying.take() {
+            Some((_, replay)) => replay.watermarks,
+            None => vec![self.watermark_report(now)],
+        };
+        if let Some(wm) = self.watermarks.as_mut() {
+            for r in &reports {
+                wm.send(*r);
+            }
+            batch.watermarks = reports;
+        }
         for p in &mut self.partitions {
             let to = p.reader.position();
+            batch.ranges.push(PartitionRange {
+                source: self.name.clone(),
+                partition: p.id,
+                from: p.batch_from,
+                to,
+            });
+            batch.positions.push(PartitionPosition {
+                source: self.name.clone(),
+                partition: p.id,
+                next_offset: to,
+                max_ts: p.max_ts,
+            });
             if to != p.batch_from {
                 batch.offsets.push(PartitionProgress {
                     source: self.name.clone(),
@@ -333,5 +421,9 @@ impl<T: Data> SourceDriver for TypedSourceDriver<T> {
         self.input = None;
         self.dead = None;
         self.watermarks = None;
+    }
+
+    fn name(&self) -> &str {
+        &self.name
     }
 }

@@ -7,7 +7,7 @@
 //! The embedded log and Kafka implement the trait in the connectors crate; [`QueueSource`] is the
 //! in-memory source for tests and examples (like Spark's `queueStream`).
 
-mod driver;
+pub(crate) mod driver;
 mod map;
 mod queue;
 

@@ -1,0 +1,327 @@
+//! Checkpoint, restore, continue: a job restored from any checkpoint, with the offset log cut at
+//! any later batch (a crash there), and restarted with any worker count produces, batch by batch,
+//! what the uninterrupted run produced, for every stateful operator.
+
+use std::collections::BTreeMap;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use clickpulse_engine::checkpoint::{
+    CheckpointInterval, CheckpointStore, Checkpointing, MemoryStore,
+};
+use clickpulse_engine::event_time::Count;
+use clickpulse_engine::testing::VecSource;
+use clickpulse_engine::{
+    EngineError, EventTime, Job, RecoveryError, RunMode, RunSummary, State, StreamingContext,
+    Windows,
+};
+use proptest::prelude::*;
+
+type Event = (u8, u64);
+type Outputs = Arc<Mutex<BTreeMap<u64, Vec<String>>>>;
+
+/// Every stateful operator over `source`, each output row as text tagged with its operator.
+fn build(
+    job: &mut Job<'_>,
+    source: &VecSource<Event>,
+    sink: Outputs,
+) -> clickpulse_engine::Result<()> {
+    let et = EventTime::new(|e: &Event| e.1).idle_timeout(Duration::from_secs(3600));
+    let events = job.source_with_event_time(source, et)?;
+    let keyed = events.map(|e| (e.0, e));
+    let ts = |e: &Event| e.1;
+    let secs = Duration::from_secs;
+    let tumbling = keyed.count_by_key_in_window(Windows::tumbling(secs(1))?, ts)?;
+    let sliding = keyed.count_by_key_in_window(Windows::sliding(secs(3), secs(1))?, ts)?;
+    let sessions = keyed.session_by_key(Duration::from_millis(1500), ts, Count)?;
+    let distinct = keyed.distinct_count_in_window(Windows::tumbling(secs(2))?, ts)?;
+    let approx = keyed.approx_distinct_count_in_window(Windows::tumbling(secs(2))?, ts, 10)?;
+    let running =
+        keyed
+            .map(|(k, _)| (k, 1u64))
+            .update_state_by_key(|vals: Vec<u64>, old: Option<u64>| {
+                Some(old.unwrap_or(0) + vals.len() as u64)
+            });
+    // Counts a key's records until it has been idle for 2 batches (order-free within a batch).
+    let last_seen = keyed.map(|(k, e)| (k, e.1)).map_with_state(
+        Some(secs(2)),
+        |k: &u8, v: Option<u64>, st: &mut State<u64>| match v {
+            Some(_) => {
+                st.update(st.get().copied().unwrap_or(0) + 1);
+                None
+            }
+            None => Some(format!("{k} timed out after {:?}", st.get())),
+        },
+    )?;
+    let by_value = keyed
+        .map(|(k, _)| k)
+        .count_by_value_and_window(secs(2), secs(1))?;
+    let by_value_plain = keyed
+        .map(|(k, _)| k)
+        .count_by_value_and_window_plain(secs(3), secs(1))?;
+    let windowed = events.map(|e| e.0).window(secs(2), secs(1))?;
+    let tagged = [
+        tumbling.output.map(|r| format!("tumbling {r:?}")),
+        tumbling.late.map(|r| format!("tumbling late {r:?}")),
+        sliding.output.map(|r| format!("sliding {r:?}")),
+        sessions.output.map(|r| format!("session {r:?}")),
+        sessions.late.map(|r| format!("session late {r:?}")),
+        distinct.output.map(|r| format!("distinct {r:?}")),
+        approx.output.map(|r| format!("approx {r:?}")),
+        running.map(|r| format!("running {r:?}")),
+        last_seen.map(|r| format!("last seen {r}")),
+        by_value.map(|r| format!("by value {r:?}")),
+        by_value_plain.map(|r| format!("by value plain {r:?}")),
+        windowed.map(|r| format!("window {r}")),
+    ];
+    job.union_all(tagged.to_vec())?
+        .foreach_batch(move |info, rows| {
+            let mut all = sink.lock().unwrap_or_else(|p| p.into_inner());
+            let batch = all.entry(info.batch).or_default();
+            batch.extend(rows);
+            batch.sort();
+        });
+    Ok(())
+}
+
+/// Runs the job until the end of `source` on `workers` workers, `chunk` records per partition per
+/// batch, checkpointing every batch into `store` when given.
+fn run(
+    workers: usize,
+    chunk: usize,
+    source: &VecSource<Event>,
+    store: Option<MemoryStore>,
+) -> Result<(BTreeMap<u64, Vec<String>>, RunSummary), EngineError> {
+    let outputs: Outputs = Arc::default();
+    let mut ctx = StreamingContext::new(Duration::from_secs(1))?
+        .workers(workers)?
+        .max_records_per_partition(chunk)?
+        .mode(RunMode::UntilEnd);
+    if let Some(store) = store {
+        let settings = Checkpointing::new(Arc::new(store))
+            .interval(CheckpointInterval::Batches(1))
+            .keep(100_000);
+        ctx = ctx.checkpointing(settings)?;
+    }
+    let sink = Arc::clone(&outputs);
+    let source = source.clone();
+    let summary = ctx.run(move |job| build(job, &source, Arc::clone(&sink)))?;
+    let out = std::mem::take(&mut *outputs.lock().unwrap_or_else(|p| p.into_inner()));
+    Ok((out, summary))
+}
+
+/// A copy of `store` as a crash after batch `crash` would have left it, restarting from the
+/// checkpoint of batch `checkpoint` (newer checkpoints and later log records are gone).
+fn crashed_copy(store: &MemoryStore, checkpoint: Option<u64>, crash: Option<u64>) -> MemoryStore {
+    let copy = MemoryStore::default();
+    for path in store.list("").expect("memory lists") {
+        let batch_in = |dir: &str| -> Option<u64> {
+            let rest = path.split(dir).nth(1)?;
+            rest.get(..20)?.parse().ok()
+        };
+        if let Some(b) = batch_in("/checkpoints/")
+            && checkpoint.is_none_or(|c| b > c)
+        {
+            continue;
+        }
+        if let Some(b) = batch_in("/wal/")
+            && crash.is_none_or(|c| b > c)
+        {
+            continue;
+        }
+        let bytes = store.get(&path).expect("memory reads").expect("listed");
+        copy.put(&path, bytes).expect("memory writes");
+    }
+    copy
+}
+
+/// Checkpoint batches in `store`, oldest first.
+fn checkpoints(store: &MemoryStore) -> Vec<u64> {
+    store
+        .list("")
+        .expect("memory lists")
+        .iter()
+        .filter(|p| p.ends_with("/MANIFEST"))
+        .filter_map(|p| p.rsplit('/').nth(1)?.parse().ok())
+        .collect()
+}
+
+fn events() -> impl Strategy<Value = Vec<Vec<Event>>> {
+    let partition = prop::collection::vec((0u8..5, 0u64..900), 0..40).prop_map(|evs| {
+        // Time moves on with the offset and jitters back, so that some events come late.
+        evs.into_iter()
+            .enumerate()
+            .map(|(i, (k, jitter))| (k, 300 * i as u64 + jitter))
+            .collect()
+    });
+    prop::collection::vec(partition, 1..4)
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(32))]
+
+    /// Snapshot at any checkpoint, crash at any later batch, restore with another worker count:
+    /// every batch after the checkpoint equals the uninterrupted run's.
+    #[test]
+    fn restored_runs_continue_like_the_uninterrupted_run(
+        parts in events(),
+        chunk in 1usize..6,
+        workers_before in prop::sample::select(vec![1usize, 2, 3]),
+        workers_after in prop::sample::select(vec![1usize, 2, 4]),
+        pick in any::<prop::sample::Index>(),
+        crash_after in 0u64..6,
+    ) {
+        let source = VecSource::new("events", parts);
+        let (plain, _) = run(workers_before, chunk, &source, None).expect("plain run");
+        let store = MemoryStore::default();
+        let (full, summary) = run(workers_before, chunk, &source, Some(store.clone()))
+            .expect("checkpointed run");
+        prop_assert_eq!(&full, &plain, "checkpoints change no result");
+        let batches = summary.batches;
+        let mut candidates: Vec<Option<u64>> = vec![None];
+        candidates.extend(checkpoints(&store).into_iter().map(Some));
+        let checkpoint = *pick.get(&candidates);
+        let crash = checkpoint.map_or(crash_after, |c| c + crash_after).min(batches.saturating_sub(1));
+        let crashed = crashed_copy(&store, checkpoint, Some(crash));
+        let (restored, after) = run(workers_after, chunk, &source, Some(crashed))
+            .expect("restored run");
+        prop_assert_eq!(after.resumed_from_batch, checkpoint);
+        let first = checkpoint.map_or(0, |c| c + 1);
+        prop_assert_eq!(after.first_batch, first);
+        prop_assert_eq!(after.replayed_batches, (crash + 1).saturating_sub(first));
+        let expected: BTreeMap<u64, Vec<String>> =
+            full.range(first..).map(|(b, r)| (*b, r.clone())).collect();
+        let got: BTreeMap<u64, Vec<String>> = restored
+            .into_iter()
+            .filter(|(b, _)| *b < batches)
+            .collect();
+        prop_assert_eq!(got, expected);
+    }
+}
+
+/// The generated inputs do exercise restored state: some runs have checkpoints with open
+/// sessions and windows, and late events (or the property above would hold trivially).
+#[test]
+fn checkpoints_hold_open_state() {
+    let parts = vec![
+        (0..60)
+            .map(|i| ((i % 5) as u8, 300 * i + (i * 37) % 900))
+            .collect::<Vec<_>>(),
+        (0..40).map(|i| ((i % 3) as u8, 400 * i)).collect(),
+    ];
+    let source = VecSource::new("events", parts);
+    let store = MemoryStore::default();
+    let (full, summary) = run(2, 3, &source, Some(store.clone())).expect("run");
+    assert!(summary.batches > 10, "{summary:?}");
+    let late = full
+        .values()
+        .flatten()
+        .filter(|r| r.contains("late"))
+        .count();
+    assert!(late > 0, "no late events");
+    let found = clickpulse_engine::checkpoint::inspect(&store)
+        .expect("readable")
+        .expect("a checkpoint");
+    let keyed_entries: u64 = found
+        .1
+        .iter()
+        .flat_map(|p| p.operators.values())
+        .flat_map(|o| o.entries.values())
+        .sum();
+    // The last checkpoint is taken before the end of input closes every window and session.
+    assert!(keyed_entries > 0, "the newest checkpoint holds no state");
+}
+
+/// A newest checkpoint whose part or manifest is damaged is skipped for the one before; the
+/// restored run still equals the uninterrupted one.
+#[test]
+fn damaged_newest_checkpoint_falls_back_to_the_previous_one() {
+    let parts = vec![
+        (0..50)
+            .map(|i| ((i % 4) as u8, 250 * i))
+            .collect::<Vec<_>>(),
+    ];
+    let source = VecSource::new("events", parts);
+    let store = MemoryStore::default();
+    let (full, _) = run(2, 2, &source, Some(store.clone())).expect("run");
+    let all = checkpoints(&store);
+    assert!(all.len() >= 3, "{all:?}");
+    let (older, newest) = (all[all.len() - 3], all[all.len() - 2]);
+    for damage in ["part", "manifest"] {
+        let crashed = crashed_copy(&store, Some(newest), Some(newest + 1));
+        let target = crashed
+            .list("")
+            .unwrap()
+            .into_iter()
+            .find(|p| {
+                p.contains(&format!("/checkpoints/{newest:020}/"))
+                    && (damage == "manifest") == p.ends_with("MANIFEST")
+            })
+            .expect("an object to damage");
+        let mut bytes = crashed.get(&target).unwrap().unwrap();
+        let mid = bytes.len() / 2;
+        bytes[mid] ^= 0xff;
+        crashed.put(&target, bytes).unwrap();
+        let (restored, summary) = run(1, 2, &source, Some(crashed)).expect("restored run");
+        assert_eq!(summary.resumed_from_batch, Some(older), "{damage}");
+        for (b, rows) in restored.range(older + 1..) {
+            assert_eq!(Some(rows), full.get(b), "{damage}: batch {b}");
+        }
+    }
+}
+
+/// A checkpoint of another job is refused, naming what differs; `from_scratch` starts anew and
+/// leaves the old checkpoints where they are.
+#[test]
+fn a_changed_job_is_refused_and_from_scratch_starts_anew() {
+    let source = VecSource::new("events", vec![(0..30).map(|i| (1, 100 * i)).collect()]);
+    let store = MemoryStore::default();
+    let settings = |fp: &str| {
+        Checkpointing::new(Arc::new(store.clone()))
+            .interval(CheckpointInterval::Batches(1))
+            .fingerprint(BTreeMap::from([("windows".to_string(), fp.to_string())]))
+    };
+    let job =
+        |source: VecSource<Event>| move |job: &mut Job<'_>| build(job, &source, Arc::default());
+    let ctx = StreamingContext::new(Duration::from_secs(1))
+        .unwrap()
+        .max_records_per_partition(3)
+        .unwrap()
+        .mode(RunMode::UntilEnd)
+        .checkpointing(settings("1s"))
+        .unwrap();
+    ctx.run(job(source.clone())).unwrap();
+    let before = store.list("").unwrap();
+    let refused = StreamingContext::new(Duration::from_secs(1))
+        .unwrap()
+        .checkpointing(settings("2s"));
+    match refused {
+        Err(EngineError::Recovery(RecoveryError::JobChanged { differences, .. })) => {
+            assert_eq!(
+                differences,
+                vec!["windows: checkpoint `1s`, job `2s`".to_string()]
+            );
+        }
+        Err(e) => panic!("refused for the wrong reason: {e}"),
+        Ok(_) => panic!("a changed job was not refused"),
+    }
+    let fresh = StreamingContext::new(Duration::from_secs(1))
+        .unwrap()
+        .max_records_per_partition(3)
+        .unwrap()
+        .mode(RunMode::UntilEnd)
+        .checkpointing(settings("2s").from_scratch(true))
+        .unwrap();
+    assert_eq!(fresh.recovered().and_then(|r| r.resumed_from()), None);
+    let summary = fresh.run(job(source)).unwrap();
+    assert_eq!(summary.first_batch, 0);
+    let after = store.list("").unwrap();
+    assert!(
+        before.iter().all(|p| after.contains(p)),
+        "old checkpoints kept"
+    );
+    assert!(
+        after.iter().any(|p| p.starts_with("g0001/")),
+        "a new generation"
+    );
+}
