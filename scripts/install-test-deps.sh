@@ -14,3 +14,6 @@ if [[ ! -x /usr/bin/chromium ]]; then
 fi
 
 "$root/scripts/kafka-broker.sh" install
+
+# moto_server: the S3-compatible server of the checkpoint store's S3 tests (PyPI, seconds).
+"$root/scripts/s3-server.sh" install
