@@ -231,8 +231,24 @@ impl ObjectCheckpointStore {
         if file.is_dir() || !self.delete_object(path, location)? {
             return Ok(());
         }
-        local::sync_parents(&file, 1).map_err(|e| self.io_error("delete", path, e))
+        // A directory three or more levels down holds one group of objects (a checkpoint's
+        // parts): once its last object is gone it goes too, so old checkpoints leave nothing
+        // behind. The top two levels (a generation and its `wal/`, `checkpoints/`) stay: other
+        // writers put objects in them at any moment.
+        let removed = path.split('/').count() >= 4 && remove_if_empty(&file);
+        // Fsync the directory that lost an entry: the file's, or the one above the removed one.
+        let lost_entry = match (removed, file.parent()) {
+            (true, Some(dir)) => dir.to_path_buf(),
+            _ => file.clone(),
+        };
+        local::sync_parents(&lost_entry, 1).map_err(|e| self.io_error("delete", path, e))
     }
+}
+
+/// Removes the directory holding `file` when it is empty; whether it did.
+fn remove_if_empty(file: &std::path::Path) -> bool {
+    file.parent()
+        .is_some_and(|dir| std::fs::remove_dir(dir).is_ok())
 }
 
 /// Checks that `path` is one the store can hold and list back unchanged.

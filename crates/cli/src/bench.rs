@@ -37,6 +37,13 @@ enum BenchKind {
         /// The MSNBC file (default: data/msnbc990928.seq.gz).
         #[arg(long)]
         input: Option<PathBuf>,
+        /// Checkpoint the job this often (a number of batches, or a duration such as 1s) into
+        /// a temporary directory; default: no checkpoints.
+        #[arg(long, value_name = "N|DURATION")]
+        checkpoint_interval: Option<String>,
+        /// Most records one batch takes from one partition (default: the job's 50000).
+        #[arg(long)]
+        max_records_per_partition: Option<usize>,
     },
     /// Latency from append to the WebSocket message at a steady rate.
     Latency {
@@ -58,7 +65,17 @@ enum BenchKind {
 /// Runs the chosen benchmark and prints its numbers.
 pub fn run(args: BenchArgs) -> anyhow::Result<()> {
     match args.what {
-        BenchKind::Job { workers, input } => job(workers, input),
+        BenchKind::Job {
+            workers,
+            input,
+            checkpoint_interval,
+            max_records_per_partition,
+        } => job(
+            workers,
+            input,
+            checkpoint_interval,
+            max_records_per_partition,
+        ),
         BenchKind::Latency {
             rate,
             batch_interval,
@@ -68,7 +85,12 @@ pub fn run(args: BenchArgs) -> anyhow::Result<()> {
     }
 }
 
-fn job(workers: usize, input: Option<PathBuf>) -> anyhow::Result<()> {
+fn job(
+    workers: usize,
+    input: Option<PathBuf>,
+    checkpoint_interval: Option<String>,
+    max_records: Option<usize>,
+) -> anyhow::Result<()> {
     let dir = tempfile::Builder::new()
         .prefix("clickpulse-bench-")
         .tempdir()?;
@@ -99,16 +121,33 @@ fn job(workers: usize, input: Option<PathBuf>) -> anyhow::Result<()> {
     drop(stream);
     eprintln!("running the standard job with {workers} workers in a child process ...");
     let exe = std::env::current_exe()?;
-    let output = std::process::Command::new(exe)
+    let mut command = std::process::Command::new(exe);
+    command
         .args(["run", "--until-end", "--json", "--topic", "clicks"])
         .arg("--log")
         .arg(&log_dir)
         .arg("--output-dir")
         .arg(dir.path().join("out"))
         .args(["--workers", &workers.to_string()])
-        .env("RUST_LOG", "warn")
-        .output()
-        .context("running the job")?;
+        .env("RUST_LOG", "warn");
+    match &checkpoint_interval {
+        Some(interval) => {
+            command
+                .arg("--checkpoint-dir")
+                .arg(dir.path().join("checkpoints"))
+                .args(["--checkpoint-interval", interval]);
+        }
+        None => {
+            command.arg("--no-checkpoint");
+        }
+    }
+    if let Some(n) = max_records {
+        command.env(
+            "CLICKPULSE__ENGINE__MAX_RECORDS_PER_PARTITION",
+            n.to_string(),
+        );
+    }
+    let output = command.output().context("running the job")?;
     if !output.status.success() {
         anyhow::bail!(
             "the job failed: {}",
@@ -119,7 +158,14 @@ fn job(workers: usize, input: Option<PathBuf>) -> anyhow::Result<()> {
     let line = text.lines().last().context("the job printed no summary")?;
     let report: serde_json::Value = serde_json::from_str(line)?;
     let files = count_files(&dir.path().join("out"));
-    println!("bench job: MSNBC, {workers} workers");
+    let checkpoints = match &checkpoint_interval {
+        Some(i) => format!("checkpoints every {i}"),
+        None => "no checkpoints".into(),
+    };
+    println!(
+        "bench job: MSNBC, {workers} workers, {checkpoints}, {} batches",
+        report["batches"]
+    );
     println!("  replay into the embedded log : {replayed:.0} events/s");
     println!(
         "  standard job (7 streams)     : {} events in {:.2} s = {:.0} events/s",
@@ -201,6 +247,7 @@ fn latency(
     config.engine.batch_interval = batch_interval;
     config.engine.workers = workers;
     config.streams.page_views_window = Duration::from_millis(100);
+    config.checkpoint.enabled = false;
     config.validate()?;
     let log = Log::open(
         &config.input.log,
@@ -220,6 +267,7 @@ fn latency(
         mode: RunMode::Continuous,
         hub: Some(served.hub.clone()),
         metrics,
+        from_scratch: true,
     };
     let (handle_tx, handle_rx) = std::sync::mpsc::channel();
     let engine = std::thread::spawn(move || -> anyhow::Result<RunReport> {

@@ -70,6 +70,8 @@ pub fn run(args: DemoArgs) -> anyhow::Result<()> {
     config.input.log = data_dir.join("log");
     config.engine.batch_interval = args.batch_interval;
     config.engine.workers = args.workers;
+    // The demo replays MSNBC into a fresh log at every start: nothing to resume.
+    config.checkpoint.enabled = false;
     config.validate()?;
 
     let log = Log::open(
@@ -123,6 +125,7 @@ pub fn run(args: DemoArgs) -> anyhow::Result<()> {
         mode: RunMode::Continuous,
         hub: Some(served.hub.clone()),
         metrics,
+        from_scratch: true,
     };
     let report = job.run_log(topic, |handle| {
         stop_on_signal_with(move || {

@@ -4,9 +4,11 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use anyhow::Context;
+use clickpulse_checkpoint::ObjectCheckpointStore;
 use clickpulse_connectors::BackgroundSink;
 use clickpulse_connectors::files::JsonlSink;
 use clickpulse_connectors::log::LogSource;
+use clickpulse_engine::checkpoint::Checkpointing;
 use clickpulse_engine::source::PartitionedSource;
 use clickpulse_engine::{RunMode, RunSummary, ShutdownHandle, StreamingContext};
 use clickpulse_job::click::{Click, IntoClick};
@@ -91,6 +93,8 @@ pub struct JobRun {
     pub mode: RunMode,
     pub hub: Option<Hub>,
     pub metrics: Arc<Metrics>,
+    /// Ignore existing checkpoints and start a new history beside them.
+    pub from_scratch: bool,
 }
 
 /// What a finished run did.
@@ -104,6 +108,14 @@ pub struct RunReport {
     pub events_per_s: f64,
     pub peak_rss_bytes: Option<u64>,
     pub history_skip_rate: f64,
+    /// The batch of the checkpoint the run resumed from, if it resumed.
+    pub resumed_from_batch: Option<u64>,
+    /// The first batch the run processed (batch ids continue across restarts).
+    pub first_batch: u64,
+    /// Batches logged before the restart that the run re-ran exactly.
+    pub replayed_batches: u64,
+    /// Where the job's checkpoints live (unset when checkpoints are off).
+    pub checkpoint: Option<String>,
 }
 
 impl JobRun {
@@ -112,6 +124,7 @@ impl JobRun {
         let e = &self.config.engine;
         let mut ctx = StreamingContext::new(e.batch_interval)?
             .workers(e.workers)?
+            .key_groups(e.key_groups)?
             .max_records_per_partition(e.max_records_per_partition)?
             .mode(self.mode);
         ctx.add_listener(Arc::new(BatchListener::new(
@@ -132,6 +145,9 @@ impl JobRun {
             let prefix = &self.config.output.kafka_topic_prefix;
             outputs.add(Box::new(kafka::result_sink(url, prefix)?));
         }
+        if self.config.checkpoint.enabled {
+            ctx = ctx.checkpointing(self.checkpointing(&outputs)?)?;
+        }
         let history =
             Arc::new(History::load(&self.config.history).context("loading the history table")?);
         history.reload_every(self.config.history.clone());
@@ -142,6 +158,23 @@ impl JobRun {
             history,
         };
         Ok((ctx, job))
+    }
+
+    /// The job's checkpoint settings: its storage, interval and fingerprint; a manifest is
+    /// written only once every sink has delivered its batch.
+    fn checkpointing(&self, outputs: &Outputs) -> anyhow::Result<Checkpointing> {
+        let c = &self.config.checkpoint;
+        let location = c.location(&self.config.name);
+        let store = ObjectCheckpointStore::open(&location).with_context(|| {
+            format!("opening the checkpoint storage (checkpoint.dir = {location})")
+        })?;
+        let sinks = outputs.clone();
+        Ok(Checkpointing::new(Arc::new(store))
+            .interval(c.interval()?)
+            .keep(c.keep)
+            .from_scratch(self.from_scratch)
+            .fingerprint(self.config.fingerprint())
+            .on_commit(Arc::new(move |_batch| sinks.flush())))
     }
 
     /// Runs the job over `input` until its end (until-end mode) or until `stop` fires.
@@ -174,6 +207,11 @@ impl JobRun {
     {
         let (ctx, job) = self.prepare()?;
         stop(ctx.shutdown_handle());
+        let checkpoint = self
+            .config
+            .checkpoint
+            .enabled
+            .then(|| self.config.checkpoint.location(&self.config.name));
         let history = Arc::clone(&job.history);
         let outputs = job.outputs.clone();
         let started = Instant::now();
@@ -190,6 +228,10 @@ impl JobRun {
             events_per_s: summary.input_rows as f64 / elapsed.max(1e-9),
             peak_rss_bytes: crate::glue::peak_rss_bytes(),
             history_skip_rate: history.skip_rate(),
+            resumed_from_batch: summary.resumed_from_batch,
+            first_batch: summary.first_batch,
+            replayed_batches: summary.replayed_batches,
+            checkpoint,
         })
     }
 }

@@ -1,4 +1,4 @@
-//! The `clickpulse` command: demo, run, replay, serve, bench.
+//! The `clickpulse` command: demo, run, replay, serve, bench, state.
 
 mod alloc;
 mod bench;
@@ -9,6 +9,7 @@ mod jobrun;
 mod kafka;
 mod replay;
 mod server;
+mod state;
 
 use std::path::PathBuf;
 use std::time::Duration;
@@ -46,6 +47,9 @@ enum Command {
     Serve(server::ServeArgs),
     /// Measures the whole standard job and its end-to-end latency.
     Bench(bench::BenchArgs),
+    /// Reads a job's newest checkpoint without running it: operators with key and byte counts,
+    /// or one operator's entries as JSON Lines. Read-only.
+    State(state::StateArgs),
     /// Writes the demo visitor-history table as CSV.
     GenHistory {
         /// Output file (standard output when absent).
@@ -94,6 +98,23 @@ pub struct RunArgs {
     /// Print the run's summary as one JSON line at the end.
     #[arg(long)]
     json: bool,
+    /// Where checkpoints and the offset log live: a directory or
+    /// s3://BUCKET/PREFIX?endpoint=URL&region=R&allow_http=true (overrides checkpoint.dir;
+    /// default clickpulse-data/checkpoints/<job name>).
+    #[arg(long, value_name = "DIR|URL")]
+    checkpoint_dir: Option<String>,
+    /// How often to checkpoint: a number of batches (10) or a duration (5s) (overrides
+    /// checkpoint.interval; default 10s).
+    #[arg(long, value_name = "N|DURATION")]
+    checkpoint_interval: Option<String>,
+    /// Start anew instead of resuming from the job's latest checkpoint; the old checkpoints are
+    /// kept aside, not deleted.
+    #[arg(long, conflicts_with = "no_checkpoint")]
+    from_scratch: bool,
+    /// Keep no offset log and no checkpoints (and do not resume): every start reads the input
+    /// from its beginning (overrides checkpoint.enabled).
+    #[arg(long)]
+    no_checkpoint: bool,
 }
 
 /// The job file with the flags applied, validated.
@@ -119,6 +140,15 @@ fn run_config(args: &RunArgs) -> anyhow::Result<JobConfig> {
     }
     if let Some(b) = args.batch_interval {
         config.engine.batch_interval = b;
+    }
+    if let Some(dir) = &args.checkpoint_dir {
+        config.checkpoint.dir = Some(dir.clone());
+    }
+    if let Some(interval) = &args.checkpoint_interval {
+        config.checkpoint.interval.clone_from(interval);
+    }
+    if args.no_checkpoint {
+        config.checkpoint.enabled = false;
     }
     config.validate()?;
     Ok(config)
@@ -151,6 +181,7 @@ fn run(args: RunArgs) -> anyhow::Result<()> {
         mode,
         hub: served.as_ref().map(|s| s.hub.clone()),
         metrics,
+        from_scratch: args.from_scratch,
     };
     let report = job.run_input(&input, server::stop_on_signal)?;
     if args.json {
@@ -167,6 +198,14 @@ fn run(args: RunArgs) -> anyhow::Result<()> {
             report.peak_rss_bytes.unwrap_or(0) / (1 << 20),
             report.history_skip_rate * 100.0
         );
+        if let Some(b) = report.resumed_from_batch {
+            println!(
+                "resumed from the checkpoint of batch {b}; re-ran {} logged batches; batches {}..{}",
+                report.replayed_batches,
+                report.first_batch,
+                report.first_batch + report.batches
+            );
+        }
     }
     if let Some(s) = served {
         s.stop();
@@ -189,6 +228,7 @@ fn main() -> anyhow::Result<()> {
         Command::Replay(args) => replay::run(args),
         Command::Serve(args) => server::serve(args),
         Command::Bench(args) => bench::run(args),
+        Command::State(args) => state::run(args),
         Command::GenHistory { out } => {
             match out {
                 Some(path) => {

@@ -618,6 +618,7 @@ where
         final_batch: None,
         positions: BTreeMap::new(),
         last_marked: (run.first_batch, Instant::now()),
+        asked: false,
     };
     if let Some(m) = run.ckpt.as_ref().and_then(|c| c.recovered.manifest()) {
         for p in &m.positions {
@@ -692,6 +693,8 @@ struct WorkerLoop<'a> {
     positions: BTreeMap<(String, PartitionId), PartitionPosition>,
     /// The last batch marked for a checkpoint and when (worker 0 decides when the next is due).
     last_marked: (BatchId, Instant),
+    /// Worker 0 asked for a checkpoint that is not marked yet (it is, two batches later).
+    asked: bool,
 }
 
 impl WorkerLoop<'_> {
@@ -752,27 +755,28 @@ impl WorkerLoop<'_> {
         };
         self.shared.ckpt.mark_due(batch);
         self.last_marked = (batch, Instant::now());
+        self.asked = false;
         if self.is_reporter {
             ckpt.writer.begin();
         }
     }
 
     /// Whether worker 0 asks for a checkpoint in its report for `batch`.
-    fn wants_checkpoint(&self, batch: BatchId) -> bool {
+    fn wants_checkpoint(&mut self, batch: BatchId) -> bool {
         let Some(ckpt) = self.run.ckpt.as_ref().filter(|_| self.is_reporter) else {
             return false;
         };
         // One at a time: the next waits until the last is visible.
-        if ckpt.writer.in_flight() > 0 {
+        if self.asked || ckpt.writer.in_flight() > 0 {
             return false;
         }
-        if ckpt.settings.request_handle().take() {
-            return true;
-        }
-        match ckpt.settings.interval {
-            CheckpointInterval::Batches(n) => batch + 2 >= self.last_marked.0 + n,
-            CheckpointInterval::Every(d) => self.last_marked.1.elapsed() >= d,
-        }
+        let due = ckpt.settings.request_handle().take()
+            || match ckpt.settings.interval {
+                CheckpointInterval::Batches(n) => batch + 2 >= self.last_marked.0 + n,
+                CheckpointInterval::Every(d) => self.last_marked.1.elapsed() >= d,
+            };
+        self.asked = due;
+        due
     }
 
     fn take_totals(&mut self, batch: BatchId) -> BatchTotals {

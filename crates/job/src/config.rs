@@ -30,9 +30,12 @@ pub enum ConfigError {
 }
 
 /// The whole job configuration. Every field has a default, so an empty file is a valid job.
-#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct JobConfig {
+    /// The job's name: its checkpoints live under `clickpulse-data/checkpoints/<name>` unless
+    /// `checkpoint.dir` says otherwise. Default = "standard".
+    pub name: String,
     /// How the engine runs.
     pub engine: EngineConfig,
     /// Where clicks come from.
@@ -43,12 +46,84 @@ pub struct JobConfig {
     pub history: HistoryConfig,
     /// Where results go besides the WebSocket hub.
     pub output: OutputConfig,
+    /// Checkpoints and exactly-once restarts.
+    pub checkpoint: CheckpointConfig,
+}
+
+impl Default for JobConfig {
+    fn default() -> Self {
+        JobConfig {
+            name: "standard".into(),
+            engine: EngineConfig::default(),
+            input: InputConfig::default(),
+            streams: StreamsConfig::default(),
+            history: HistoryConfig::default(),
+            output: OutputConfig::default(),
+            checkpoint: CheckpointConfig::default(),
+        }
+    }
+}
+
+/// `[checkpoint]`
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct CheckpointConfig {
+    /// Whether the job keeps an offset log and checkpoints, and resumes from them when it
+    /// starts. Default = true.
+    pub enabled: bool,
+    /// Where checkpoints and the offset log live: a directory, or
+    /// `s3://BUCKET/PREFIX?endpoint=URL&region=R&allow_http=true` (credentials from the
+    /// `AWS_*` environment). Default: unset, meaning `clickpulse-data/checkpoints/<name>`.
+    pub dir: Option<String>,
+    /// How often: a number of batches (`"10"`) or a duration (`"10s"`). Default = "10s".
+    pub interval: String,
+    /// How many complete checkpoints are kept. Default = 3.
+    pub keep: usize,
+}
+
+impl Default for CheckpointConfig {
+    fn default() -> Self {
+        CheckpointConfig {
+            enabled: true,
+            dir: None,
+            interval: "10s".into(),
+            keep: 3,
+        }
+    }
+}
+
+impl CheckpointConfig {
+    /// The interval, parsed.
+    ///
+    /// # Errors
+    /// [`ConfigError::Value`] naming `checkpoint.interval`.
+    pub fn interval(
+        &self,
+    ) -> Result<clickpulse_engine::checkpoint::CheckpointInterval, ConfigError> {
+        self.interval.parse().map_err(|reason| ConfigError::Value {
+            key: "checkpoint.interval".into(),
+            reason,
+        })
+    }
+
+    /// Where checkpoints of the job `name` live: `dir`, or `clickpulse-data/checkpoints/<name>`.
+    pub fn location(&self, name: &str) -> String {
+        self.dir.clone().unwrap_or_else(|| {
+            PathBuf::from("clickpulse-data/checkpoints")
+                .join(name)
+                .to_string_lossy()
+                .into_owned()
+        })
+    }
 }
 
 /// `[engine]`
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct EngineConfig {
+    /// Key groups keyed state is split into: a checkpoint restores with any worker count up to
+    /// this many, and only with the same count of groups. Default = 256.
+    pub key_groups: u32,
     /// Micro-batch interval. Default = "1s".
     #[serde(with = "humantime_serde")]
     pub batch_interval: Duration,
@@ -61,6 +136,7 @@ pub struct EngineConfig {
 impl Default for EngineConfig {
     fn default() -> Self {
         EngineConfig {
+            key_groups: clickpulse_engine::DEFAULT_KEY_GROUPS,
             batch_interval: Duration::from_secs(1),
             workers: 2,
             max_records_per_partition: 50_000,
@@ -270,6 +346,35 @@ impl InputConfig {
 }
 
 impl JobConfig {
+    /// What identifies the job for its checkpoints: every `streams` setting and the input topic.
+    /// A checkpoint taken with other values is refused (the state would not mean the same);
+    /// workers, the batch interval, outputs and the history table may change between runs.
+    ///
+    /// # Examples
+    /// ```
+    /// let mut cfg = clickpulse_job::JobConfig::default();
+    /// let before = cfg.fingerprint();
+    /// assert_eq!(before["streams.session_gap"], "\"30m\"");
+    /// cfg.engine.workers = 4;
+    /// assert_eq!(cfg.fingerprint(), before);
+    /// cfg.streams.top_n = 5;
+    /// assert_ne!(cfg.fingerprint(), before);
+    /// ```
+    pub fn fingerprint(&self) -> std::collections::BTreeMap<String, String> {
+        let mut out = std::collections::BTreeMap::new();
+        if let Ok(serde_json::Value::Object(fields)) = serde_json::to_value(&self.streams) {
+            for (k, v) in fields {
+                out.insert(format!("streams.{k}"), v.to_string());
+            }
+        }
+        let topic = match self.input.kafka.as_deref().map(KafkaUrl::parse) {
+            Some(Ok(url)) => format!("kafka {}", url.topic_or(&self.input.topic)),
+            _ => format!("log {}", self.input.topic),
+        };
+        out.insert("input.topic".into(), topic);
+        out
+    }
+
     /// Defaults, then `file` (when given), then `CLICKPULSE__SECTION__KEY` variables; validated.
     ///
     /// # Errors
@@ -323,6 +428,34 @@ impl JobConfig {
         }
         if e.workers == 0 {
             return bad("engine.workers", "must be at least 1".into());
+        }
+        if e.key_groups == 0 || e.key_groups > 65_536 {
+            return bad("engine.key_groups", "must be 1 to 65536".into());
+        }
+        if e.workers > e.key_groups as usize {
+            return bad(
+                "engine.workers",
+                format!(
+                    "is {}, more than engine.key_groups ({})",
+                    e.workers, e.key_groups
+                ),
+            );
+        }
+        self.checkpoint.interval()?;
+        if self.checkpoint.keep == 0 {
+            return bad("checkpoint.keep", "must be at least 1".into());
+        }
+        if self.name.is_empty()
+            || !self
+                .name
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_' || c == '.')
+            || self.name.starts_with('.')
+        {
+            return bad(
+                "name",
+                format!("`{}` must be letters, digits, `-`, `_` or `.`", self.name),
+            );
         }
         if e.max_records_per_partition == 0 {
             return bad(

@@ -16,10 +16,24 @@ use std::process::{Child, Command, Output};
 
 pub use clickpulse_testkit::{Broker, free_port};
 
-/// The `clickpulse` binary with quiet logs.
+/// The `clickpulse` binary with quiet logs and without checkpoints (which would otherwise go
+/// to `clickpulse-data/` under the test's working directory and be resumed by the next test):
+/// tests of checkpoints turn them back on with a directory of their own.
 pub fn clickpulse() -> Command {
     let mut cmd = Command::new(env!("CARGO_BIN_EXE_clickpulse"));
-    cmd.env("RUST_LOG", "warn").env("NO_COLOR", "1");
+    cmd.env("RUST_LOG", "warn")
+        .env("NO_COLOR", "1")
+        .env("CLICKPULSE__CHECKPOINT__ENABLED", "false");
+    cmd
+}
+
+/// `clickpulse run` with checkpoints in `dir` (further arguments follow).
+pub fn run_checkpointed(dir: &Path) -> Command {
+    let mut cmd = clickpulse();
+    cmd.env_remove("CLICKPULSE__CHECKPOINT__ENABLED")
+        .arg("run")
+        .arg("--checkpoint-dir")
+        .arg(dir);
     cmd
 }
 

@@ -171,6 +171,73 @@ pub struct OperatorState {
     pub entries: BTreeMap<u32, u64>,
 }
 
+impl OperatorState {
+    /// The unkeyed state as JSON (for the state inspector).
+    ///
+    /// # Errors
+    /// [`FormatError::Decode`] when the bytes are not MessagePack.
+    pub fn global_json(&self) -> Result<serde_json::Value, FormatError> {
+        to_json(&self.global)
+    }
+
+    /// Every keyed entry as JSON, key group by key group (for the state inspector). An entry is
+    /// the operator's own tuple, its key first.
+    ///
+    /// # Errors
+    /// [`FormatError::Decode`] when the bytes are not MessagePack.
+    pub fn entries_json(&self) -> Result<Vec<(u32, serde_json::Value)>, FormatError> {
+        let mut out = Vec::new();
+        for (g, bytes) in &self.groups {
+            match to_json(bytes)? {
+                serde_json::Value::Array(entries) => {
+                    out.extend(entries.into_iter().map(|e| (*g, e)))
+                }
+                other => out.push((*g, other)),
+            }
+        }
+        Ok(out)
+    }
+}
+
+/// MessagePack bytes as JSON: binary data as an array of byte values, extension types as
+/// `{"ext": type, "data": [...]}`, map keys as their JSON text unless they are strings.
+fn to_json(bytes: &[u8]) -> Result<serde_json::Value, FormatError> {
+    let value = rmpv::decode::read_value(&mut &bytes[..])
+        .map_err(|e| FormatError::Decode(e.to_string()))?;
+    Ok(value_json(value))
+}
+
+fn value_json(v: rmpv::Value) -> serde_json::Value {
+    use serde_json::Value as J;
+    match v {
+        rmpv::Value::Nil => J::Null,
+        rmpv::Value::Boolean(b) => J::Bool(b),
+        rmpv::Value::Integer(i) => match (i.as_u64(), i.as_i64()) {
+            (Some(u), _) => J::from(u),
+            (None, Some(s)) => J::from(s),
+            _ => J::Null,
+        },
+        rmpv::Value::F32(f) => J::from(f64::from(f)),
+        rmpv::Value::F64(f) => J::from(f),
+        rmpv::Value::String(s) => J::String(s.into_str().unwrap_or_default()),
+        rmpv::Value::Binary(b) => J::Array(b.into_iter().map(J::from).collect()),
+        rmpv::Value::Array(items) => J::Array(items.into_iter().map(value_json).collect()),
+        rmpv::Value::Map(pairs) => J::Object(
+            pairs
+                .into_iter()
+                .map(|(k, v)| {
+                    let key = match value_json(k) {
+                        J::String(s) => s,
+                        other => other.to_string(),
+                    };
+                    (key, value_json(v))
+                })
+                .collect(),
+        ),
+        rmpv::Value::Ext(t, data) => serde_json::json!({"ext": t, "data": data}),
+    }
+}
+
 /// One worker's share of a checkpoint: every stateful operator's state, by operator name.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct WorkerPart {

@@ -67,9 +67,9 @@ impl<'s, K: Key, V: Data> DStream<'s, (K, V)> {
         let ckpt = self.shared.stateful("distinct_count_in_window");
         let groups = self.shared.key_groups();
         let mut open: BTreeMap<u64, FxHashSet<K>> = BTreeMap::new();
-        let mut tracker = match ckpt.restore::<WatermarkTracker, (u64, K)>()? {
+        let mut tracker = match ckpt.restore::<WatermarkTracker, (K, u64)>()? {
             Some((globals, entries)) => {
-                for (end, k) in entries {
+                for (k, end) in entries {
                     open.entry(end).or_default().insert(k);
                 }
                 globals
@@ -110,7 +110,7 @@ impl<'s, K: Key, V: Data> DStream<'s, (K, V)> {
                     if ckpt.due(b) {
                         let entries = open
                             .iter()
-                            .flat_map(|(end, ks)| ks.iter().map(move |k| (route(k), (*end, k))));
+                            .flat_map(|(end, ks)| ks.iter().map(move |k| (route(k), (k, *end))));
                         ckpt.save(b, &tracker, entries);
                     }
                     let keys: usize = open.values().map(|s| s.len()).sum();

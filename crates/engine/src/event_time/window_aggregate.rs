@@ -166,7 +166,7 @@ impl<K: Key, A: Data> Panes<K, A> {
     }
 
     /// Saves the state after `batch`: the watermark and the last window end as global state,
-    /// every `(pane, key, accumulator)` in the key group `route` gives it.
+    /// every `(key, pane start, accumulator)` in the key group `route` gives it.
     fn save(
         &self,
         ckpt: &StateHandle,
@@ -178,7 +178,7 @@ impl<K: Key, A: Data> Panes<K, A> {
             let route = &route;
             table
                 .iter()
-                .map(move |(k, acc)| (route(k, *pane), (*pane, k, acc)))
+                .map(move |(k, acc)| (route(k, *pane), (k, *pane, acc)))
         });
         ckpt.save(batch, &(tracker, self.closed_upto), entries);
     }
@@ -186,7 +186,7 @@ impl<K: Key, A: Data> Panes<K, A> {
     /// The state saved by [`Panes::save`], for the key groups this worker owns; every window
     /// ending at or before the highest last window end of any worker was emitted.
     fn restore(&mut self, ckpt: &StateHandle) -> Result<WatermarkTracker> {
-        let Some((globals, entries)) = ckpt.restore::<(WatermarkTracker, u64), (u64, K, A)>()?
+        let Some((globals, entries)) = ckpt.restore::<(WatermarkTracker, u64), (K, u64, A)>()?
         else {
             return Ok(WatermarkTracker::default());
         };
@@ -197,7 +197,7 @@ impl<K: Key, A: Data> Panes<K, A> {
             }
             self.closed_upto = self.closed_upto.max(closed);
         }
-        for (pane, k, acc) in entries {
+        for (k, pane, acc) in entries {
             self.panes.entry(pane).or_default().insert(k, acc);
         }
         Ok(tracker)
