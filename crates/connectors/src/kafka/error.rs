@@ -69,6 +69,16 @@ pub enum Error {
         /// The timeout that ran out.
         timeout: Duration,
     },
+    /// The sink could not find out which rows a result topic already holds (written before a
+    /// restart), so it wrote nothing rather than risk duplicates. Retrying may help (a broker
+    /// that is slow or restarting).
+    #[error("Kafka topic `{topic}`: cannot tell where to resume: {reason}")]
+    Resume {
+        /// The topic.
+        topic: String,
+        /// Why.
+        reason: String,
+    },
 }
 
 impl Error {
@@ -78,7 +88,7 @@ impl Error {
         match self {
             Error::Url(_) | Error::Config { .. } | Error::TopicNotFound { .. } => false,
             Error::Client { source, .. } => client_error_is_retryable(source),
-            Error::Delivery { .. } | Error::FlushTimeout { .. } => true,
+            Error::Delivery { .. } | Error::FlushTimeout { .. } | Error::Resume { .. } => true,
         }
     }
 

@@ -4,11 +4,11 @@
 //! |---|---|
 //! | [`KafkaSource`] | a topic of click events as an engine source; offsets owned by the engine's checkpoints |
 //! | [`KafkaClickWriter`] | click events into a topic (replay, load), partitioned like the embedded log |
-//! | [`KafkaSink`] | result batches into one topic per stream, one record per row, idempotently |
+//! | [`KafkaSink`] | result batches into one topic per stream, one record per row, exactly once across restarts |
 //! | [`ResultConsumer`] | a result topic read back into [`ResultBatch`](crate::ResultBatch)es, for `serve` |
 //! | [`KafkaUrl`] | `kafka://HOST:PORT[/TOPIC]` as the CLI takes it |
 //! | [`ensure_topic`] | creates a topic unless it exists (tests, demos, replay into a fresh cluster) |
-//! | [`record`] | how a result row is laid out as a record (value, key, headers) |
+//! | [`record`] | how a result row is laid out as a record (value, key, headers, partition) |
 //! | [`Error`] | every failure, typed, with [`Error::is_retryable`] |
 //!
 //! # Why librdkafka
@@ -25,8 +25,12 @@
 //! [`KafkaSource`].
 //!
 //! # Delivery
-//! Producers are idempotent. Brokers such as tansu have no transactions, so results are
-//! at-least-once across a job restart, and exact once de-duplicated by their `batch` header.
+//! Producers are idempotent. The result sink puts each row in a partition that depends only on
+//! the row (its key, or its place in the batch), and reads the tail of each topic's partitions
+//! before its first write to it: a job restarted from a checkpoint writes its batches again,
+//! and the sink skips the rows already there, so each row is in its topic once. Where the broker
+//! has transactions each batch is also one transaction; tansu has none, and the tail scan alone
+//! does it. See [`KafkaSink`].
 //!
 //! # Example
 //! ```
@@ -44,6 +48,8 @@ mod dead_letter;
 mod error;
 pub mod record;
 mod result_consumer;
+mod resume;
+mod resume_scan;
 mod sink;
 mod source;
 mod url;
