@@ -554,6 +554,7 @@ where
         current_batch: Default::default(),
         state_ops: Default::default(),
         build_errors: Default::default(),
+        output_error: Default::default(),
         ckpt: Rc::new(WorkerCheckpoint::new(
             run.key_groups,
             worker.index(),
@@ -819,6 +820,9 @@ impl WorkerLoop<'_> {
             self.error = Some(e);
         }
         let read_done = Instant::now();
+        if let Some(e) = self.shared.output_error.borrow_mut().take() {
+            self.error.get_or_insert(e);
+        }
         let finished = self.built.drivers.iter().all(|d| d.finished());
         let sources: Vec<(String, SourceBatch)> = self
             .built
@@ -1000,6 +1004,7 @@ impl WorkerLoop<'_> {
             offsets: totals.offsets,
             state: self.run.metrics.state_sizes(),
             late_events_total: self.run.metrics.late_events(),
+            last_checkpoint: self.run.metrics.last_checkpoint(),
         };
         tracing::debug!(
             batch = event.batch,

@@ -45,6 +45,8 @@ pub struct BatchCompleted {
     pub state: BTreeMap<String, StateSize>,
     /// Late events counted so far (this process).
     pub late_events_total: u64,
+    /// The last checkpoint written, if checkpoints are on and one was.
+    pub last_checkpoint: Option<crate::checkpoint::CheckpointStats>,
 }
 
 /// Receives batch events. Called on worker 0's thread: keep it quick (hand work to a channel).

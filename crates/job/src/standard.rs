@@ -506,12 +506,12 @@ impl StandardJob {
             vec![run.sorted()]
         });
         let out = self.outputs.clone();
-        runs.foreach_batch_on(output_worker(stream), move |info, runs| {
+        runs.try_foreach_batch_on(output_worker(stream), stream, move |info, runs| {
             let start = runs.iter().filter_map(|r| r.bounds.map(|b| b.0)).min();
             let end = runs.iter().filter_map(|r| r.bounds.map(|b| b.1)).max();
             let rows = merge(runs);
             if rows.is_empty() {
-                return;
+                return Ok(());
             }
             out.write(ResultBatch {
                 stream: stream.to_string(),
@@ -519,7 +519,7 @@ impl StandardJob {
                 window_start_ms: start,
                 window_end_ms: end,
                 rows,
-            });
+            })
         });
     }
 

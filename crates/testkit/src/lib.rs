@@ -13,6 +13,10 @@
 //! port), which can cut every client off and let them back in: a broker restart as clients see
 //! it, without the data loss of restarting a `memory://` broker.
 
+mod s3;
+
+pub use s3::{S3_SETTINGS, S3Server};
+
 use std::net::{Shutdown, TcpListener, TcpStream};
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};

@@ -6,7 +6,8 @@ use super::direct::{BlockText, FileWriter, WriteMode, block_text};
 use crate::result::{ResultBatch, ResultSink, SinkError};
 
 /// Writes every result batch to `<dir>/<stream>/batch-<batch id, 12 digits>.jsonl`, each line one
-/// row with its `batch` id added, atomically (temporary file, fsync, rename). Batches with no rows
+/// row with its `batch` id added, atomically (temporary file, fsync, rename, directory fsync), so a
+/// re-run batch (after a restart) writes the same name and bytes again. Batches with no rows
 /// are not written. On Linux the files are written past the page cache (`O_DIRECT`) where the
 /// file system allows it: the sink fsyncs each file at once and never reads it back, so the
 /// kernel's copy of the text would buy nothing.

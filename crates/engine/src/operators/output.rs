@@ -89,6 +89,21 @@ impl<'s, T: Data> DStream<'s, T> {
     /// assert_eq!(*seen.lock().unwrap(), vec![(0, vec![1, 2]), (1, vec![3])]);
     /// ```
     pub fn foreach_batch_on(&self, worker: usize, mut f: impl FnMut(&BatchInfo, Vec<T>) + 'static) {
+        self.try_foreach_batch_on(worker, "foreach_batch", move |info, rows| {
+            f(info, rows);
+            Ok(())
+        });
+    }
+
+    /// Like [`DStream::foreach_batch_on`] for outputs that can fail: an error stops the job
+    /// after the batches already under way, with [`EngineError::Output`](crate::EngineError::Output)
+    /// naming `output` (a restart from the last checkpoint then writes the batches again).
+    pub fn try_foreach_batch_on(
+        &self,
+        worker: usize,
+        output: &'static str,
+        mut f: impl FnMut(&BatchInfo, Vec<T>) -> Result<(), String> + 'static,
+    ) {
         let clock = self.clock();
         let window = self.window_batches;
         let shared = std::rc::Rc::clone(&self.shared);
@@ -115,7 +130,14 @@ impl<'s, T: Data> DStream<'s, T> {
                     rows: rows.len(),
                     processing_time: shared.batch_elapsed(b),
                 };
-                f(&info, rows);
+                if let Err(message) = f(&info, rows) {
+                    tracing::error!(output, batch = b, error = %message, "output failed; stopping the job");
+                    let mut slot = shared.output_error.borrow_mut();
+                    slot.get_or_insert(crate::EngineError::Output {
+                        output: output.to_string(),
+                        message,
+                    });
+                }
             },
         )
         .probe_with(&self.shared.probe);
@@ -227,8 +249,8 @@ pub fn write_file_atomically(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
 
 /// Replaces `path` atomically with what `fill` writes: `fill` creates (or truncates) and fills
 /// the temporary file it is given, in the same directory as `path` (created when needed); the
-/// file it returns is fsynced, then renamed over `path`. For writers that open the file their own
-/// way, such as past the page cache.
+/// file it returns is fsynced, then renamed over `path`, and the directory is fsynced. For writers
+/// that open the file their own way, such as past the page cache.
 ///
 /// # Errors
 /// Any I/O error, `fill`'s included; the target is then left untouched.
@@ -247,7 +269,10 @@ pub fn replace_file_atomically(
         .unwrap_or_default();
     let tmp = dir.join(format!(".{name}.tmp"));
     fill(&tmp)?.sync_all()?;
-    std::fs::rename(&tmp, path)
+    std::fs::rename(&tmp, path)?;
+    // The rename is durable only once the directory is: a crash must not bring the old file
+    // (or none) back after the batch was reported written.
+    std::fs::File::open(dir)?.sync_all()
 }
 
 #[cfg(test)]
