@@ -18,7 +18,7 @@ use std::time::Duration;
 use anyhow::Context;
 use clickpulse_connectors::ResultBatch;
 use clickpulse_connectors::kafka::{ResultConsumer, StartFrom};
-use clickpulse_server::{Hub, HubError, StreamInfo};
+use clickpulse_server::{Hub, StreamInfo};
 
 use crate::glue::update_of;
 use crate::kafka::result_streams;
@@ -143,13 +143,11 @@ impl<F: Feed, S: FnMut(&str) -> anyhow::Result<F>> Feeds<F, S> {
     }
 }
 
-/// Publishes a batch read back from Kafka into the hub; batches it already has are skipped.
+/// Publishes a batch read back from Kafka into the hub; batches it already has are skipped
+/// (by the hub: a consumer started again reads batches the hub already has).
 pub fn publish(hub: &Hub, batch: ResultBatch) {
-    match hub.publish(update_of(&batch)) {
-        Ok(()) => {}
-        // A consumer started again reads batches the hub already has.
-        Err(HubError::StaleBatch { .. }) => {}
-        Err(e) => tracing::warn!(error = %e, "cannot publish a result batch"),
+    if let Err(e) = hub.publish(update_of(&batch)) {
+        tracing::warn!(error = %e, "cannot publish a result batch");
     }
 }
 

@@ -73,6 +73,8 @@ pub struct BatchListener {
     pub metrics: Arc<Metrics>,
     pub batch_interval: Duration,
     last_late: std::sync::atomic::AtomicU64,
+    /// The last batch completed (for `GET /api/job`).
+    pub last_batch: Arc<std::sync::atomic::AtomicU64>,
 }
 
 impl BatchListener {
@@ -83,6 +85,7 @@ impl BatchListener {
             metrics,
             batch_interval,
             last_late: Default::default(),
+            last_batch: Arc::default(),
         }
     }
 }
@@ -106,6 +109,12 @@ impl StreamingListener for BatchListener {
             self.metrics
                 .set_operator_state(operator, size.keys, size.bytes);
         }
+        if let Some(c) = e.last_checkpoint {
+            self.metrics
+                .set_last_checkpoint(c.batch, c.bytes, c.duration, c.written_at_ms);
+        }
+        self.last_batch
+            .store(e.batch, std::sync::atomic::Ordering::Relaxed);
         let Some(hub) = &self.hub else { return };
         let row = serde_json::json!({
             "batch": e.batch,
@@ -118,6 +127,48 @@ impl StreamingListener for BatchListener {
         let update = StreamUpdate::new("batches", e.batch, vec![row.into()]);
         if let Err(err) = hub.publish(update) {
             tracing::debug!(error = %err, "could not publish batch stats");
+        }
+    }
+}
+
+/// The running job as `GET /api/job`, `POST /api/job/stop` and `POST /api/job/checkpoint` see
+/// it.
+pub struct RunControl {
+    pub stop: clickpulse_engine::ShutdownHandle,
+    pub checkpoint: Option<clickpulse_engine::checkpoint::CheckpointRequest>,
+    pub engine: Arc<clickpulse_engine::metrics::EngineMetrics>,
+    pub last_batch: Arc<std::sync::atomic::AtomicU64>,
+    pub resumed_from_batch: Option<u64>,
+    pub checkpoint_dir: Option<String>,
+}
+
+impl clickpulse_server::JobControl for RunControl {
+    fn status(&self) -> serde_json::Value {
+        let state = if self.stop.is_stopping() {
+            "stopping"
+        } else {
+            "running"
+        };
+        serde_json::json!({
+            "state": state,
+            "last_batch": self.last_batch.load(std::sync::atomic::Ordering::Relaxed),
+            "resumed_from_batch": self.resumed_from_batch,
+            "checkpoints": self.checkpoint_dir,
+            "last_checkpoint": self.engine.last_checkpoint(),
+            "state_sizes": self.engine.state_sizes(),
+            "late_events": self.engine.late_events(),
+            "dead_letters": self.engine.dead_letters(),
+        })
+    }
+
+    fn stop(&self) {
+        tracing::info!("stop asked over HTTP: finishing the batch in progress");
+        self.stop.stop();
+    }
+
+    fn checkpoint(&self) {
+        if let Some(c) = &self.checkpoint {
+            c.request();
         }
     }
 }

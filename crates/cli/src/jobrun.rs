@@ -1,5 +1,6 @@
 //! Running the standard job: open the input, wire the outputs, run the engine.
 
+use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::Instant;
 
@@ -8,7 +9,7 @@ use clickpulse_checkpoint::ObjectCheckpointStore;
 use clickpulse_connectors::BackgroundSink;
 use clickpulse_connectors::files::JsonlSink;
 use clickpulse_connectors::log::LogSource;
-use clickpulse_engine::checkpoint::Checkpointing;
+use clickpulse_engine::checkpoint::{Checkpointing, ExtraHook};
 use clickpulse_engine::source::PartitionedSource;
 use clickpulse_engine::{RunMode, RunSummary, ShutdownHandle, StreamingContext};
 use clickpulse_job::click::{Click, IntoClick};
@@ -17,7 +18,10 @@ use clickpulse_job::{JobConfig, Outputs, StandardJob};
 use clickpulse_log::{Log, LogOptions, Topic};
 use clickpulse_server::{EventAppender, Hub, LogAppender, Metrics};
 
-use crate::glue::{BatchListener, HubSink};
+use crate::glue::{BatchListener, HubSink, RunControl};
+
+/// The manifest entry holding the hub's history.
+const HUB_EXTRA: &str = "hub";
 use crate::kafka::{self, KafkaInput};
 
 /// Where a job's clicks come from.
@@ -127,11 +131,13 @@ impl JobRun {
             .key_groups(e.key_groups)?
             .max_records_per_partition(e.max_records_per_partition)?
             .mode(self.mode);
-        ctx.add_listener(Arc::new(BatchListener::new(
+        let listener = BatchListener::new(
             self.hub.clone(),
             Arc::clone(&self.metrics),
             e.batch_interval,
-        )));
+        );
+        let last_batch = Arc::clone(&listener.last_batch);
+        ctx.add_listener(Arc::new(listener));
         let outputs = Outputs::new();
         if let Some(hub) = &self.hub {
             outputs.add(Box::new(HubSink::new(hub.clone())));
@@ -145,8 +151,26 @@ impl JobRun {
             let prefix = &self.config.output.kafka_topic_prefix;
             outputs.add(Box::new(kafka::result_sink(url, prefix)?));
         }
+        let mut request = None;
         if self.config.checkpoint.enabled {
-            ctx = ctx.checkpointing(self.checkpointing(&outputs)?)?;
+            let settings = self.checkpointing(&outputs)?;
+            request = Some(settings.request_handle());
+            ctx = ctx.checkpointing(settings)?;
+        }
+        if let Some(hub) = &self.hub {
+            self.restore_hub(hub, &ctx);
+            hub.set_job_control(Arc::new(RunControl {
+                stop: ctx.shutdown_handle(),
+                checkpoint: request,
+                engine: ctx.metrics(),
+                last_batch,
+                resumed_from_batch: ctx.recovered().and_then(|r| r.resumed_from()),
+                checkpoint_dir: self
+                    .config
+                    .checkpoint
+                    .enabled
+                    .then(|| self.config.checkpoint.location(&self.config.name)),
+            }));
         }
         let history =
             Arc::new(History::load(&self.config.history).context("loading the history table")?);
@@ -160,8 +184,23 @@ impl JobRun {
         Ok((ctx, job))
     }
 
+    /// Gives the hub back the history it had at the restored checkpoint, so that clients
+    /// resuming by batch id after the restart miss and repeat nothing (the re-run batches after
+    /// the checkpoint are published again).
+    fn restore_hub(&self, hub: &Hub, ctx: &StreamingContext) {
+        let Some(snapshot) = ctx.recovered().and_then(|r| r.extra().remove(HUB_EXTRA)) else {
+            return;
+        };
+        match hub.restore(&snapshot) {
+            Ok(()) => tracing::info!("hub history restored from the checkpoint"),
+            Err(e) => {
+                tracing::warn!(error = %e, "hub history not restored; resuming clients will resync")
+            }
+        }
+    }
+
     /// The job's checkpoint settings: its storage, interval and fingerprint; a manifest is
-    /// written only once every sink has delivered its batch.
+    /// written only once every sink has delivered its batch, and keeps the hub's history.
     fn checkpointing(&self, outputs: &Outputs) -> anyhow::Result<Checkpointing> {
         let c = &self.config.checkpoint;
         let location = c.location(&self.config.name);
@@ -174,7 +213,25 @@ impl JobRun {
             .keep(c.keep)
             .from_scratch(self.from_scratch)
             .fingerprint(self.config.fingerprint())
-            .on_commit(Arc::new(move |_batch| sinks.flush())))
+            .on_commit(Arc::new(move |_batch| sinks.flush()))
+            .on_manifest(self.hub_snapshots()))
+    }
+
+    /// Each manifest keeps the hub's retained history up to its batch.
+    fn hub_snapshots(&self) -> ExtraHook {
+        let hub = self.hub.clone();
+        Arc::new(move |batch| {
+            let mut extra = BTreeMap::new();
+            if let Some(hub) = &hub {
+                match hub.snapshot(batch) {
+                    Ok(text) => {
+                        extra.insert(HUB_EXTRA.to_string(), text);
+                    }
+                    Err(e) => tracing::warn!(error = %e, batch, "hub history not saved"),
+                }
+            }
+            extra
+        })
     }
 
     /// Runs the job over `input` until its end (until-end mode) or until `stop` fires.
@@ -215,7 +272,12 @@ impl JobRun {
         let history = Arc::clone(&job.history);
         let outputs = job.outputs.clone();
         let started = Instant::now();
-        let summary: RunSummary = ctx.run(move |j| job.build(j, &source))?;
+        let summary = ctx.run(move |j| job.build(j, &source));
+        // The hub holds the job's control while it runs; the job holds the hub.
+        if let Some(hub) = &self.hub {
+            hub.clear_job_control();
+        }
+        let summary: RunSummary = summary?;
         // Until every result is delivered (files written, records acknowledged).
         outputs.flush().map_err(anyhow::Error::msg)?;
         let elapsed = started.elapsed().as_secs_f64();

@@ -1,7 +1,8 @@
-//! The `clickpulse` command: demo, run, replay, serve, bench, state.
+//! The `clickpulse` command: demo, run, replay, serve, bench, state, status, stop.
 
 mod alloc;
 mod bench;
+mod control;
 mod demo;
 mod feeds;
 mod glue;
@@ -47,6 +48,11 @@ enum Command {
     Serve(server::ServeArgs),
     /// Measures the whole standard job and its end-to-end latency.
     Bench(bench::BenchArgs),
+    /// Prints the status of the job a `clickpulse run --serve` server runs.
+    Status(control::ControlArgs),
+    /// Asks the job a `clickpulse run --serve` server runs to stop after its batch in progress:
+    /// it checkpoints, flushes its sinks and exits 0.
+    Stop(control::ControlArgs),
     /// Reads a job's newest checkpoint without running it: operators with key and byte counts,
     /// or one operator's entries as JSON Lines. Read-only.
     State(state::StateArgs),
@@ -229,6 +235,8 @@ fn main() -> anyhow::Result<()> {
         Command::Serve(args) => server::serve(args),
         Command::Bench(args) => bench::run(args),
         Command::State(args) => state::run(args),
+        Command::Status(args) => control::status(args),
+        Command::Stop(args) => control::stop(args),
         Command::GenHistory { out } => {
             match out {
                 Some(path) => {

@@ -174,7 +174,11 @@ fn print_entries(
 fn key_matches(entry: &Value, k: &str) -> bool {
     match entry.get(0) {
         Some(Value::String(s)) => s == k,
-        Some(other) => other.to_string() == k,
+        Some(other) => {
+            // Its JSON text: `*other == k` would compare only string values.
+            let text = other.to_string();
+            text == k
+        }
         None => false,
     }
 }

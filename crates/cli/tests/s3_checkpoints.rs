@@ -22,7 +22,10 @@ use serde_json::Value;
 fn result_files(dir: &Path) -> BTreeMap<PathBuf, Vec<u8>> {
     let mut files = BTreeMap::new();
     for stream in std::fs::read_dir(dir).unwrap().map(|e| e.unwrap().path()) {
-        for file in std::fs::read_dir(&stream).unwrap().map(|e| e.unwrap().path()) {
+        for file in std::fs::read_dir(&stream)
+            .unwrap()
+            .map(|e| e.unwrap().path())
+        {
             if !file.file_name().unwrap().to_string_lossy().starts_with('.') {
                 let key = file.strip_prefix(dir).unwrap().to_path_buf();
                 files.insert(key, std::fs::read(&file).unwrap());
@@ -54,7 +57,9 @@ fn a_job_resumes_from_its_checkpoint_on_s3() {
     let log = dir.path().join("log");
     run_ok(
         clickpulse()
-            .args(["replay", "--topic", "clicks", "--limit", "300000", "--input"])
+            .args([
+                "replay", "--topic", "clicks", "--limit", "300000", "--input",
+            ])
             .arg(msnbc::default_msnbc_path())
             .arg("--log")
             .arg(&log),
@@ -74,8 +79,12 @@ fn a_job_resumes_from_its_checkpoint_on_s3() {
     let results = dir.path().join("results");
     let checkpointed = || {
         let mut cmd = job(&results);
-        cmd.env_remove("CLICKPULSE__CHECKPOINT__ENABLED")
-            .args(["--checkpoint-dir", &location, "--checkpoint-interval", "5"]);
+        cmd.env_remove("CLICKPULSE__CHECKPOINT__ENABLED").args([
+            "--checkpoint-dir",
+            &location,
+            "--checkpoint-interval",
+            "5",
+        ]);
         cmd
     };
     let mut child = checkpointed()
@@ -88,8 +97,14 @@ fn a_job_resumes_from_its_checkpoint_on_s3() {
         if let Some(b) = newest(&location) {
             break b;
         }
-        assert!(child.try_wait().unwrap().is_none(), "the job ended before a checkpoint");
-        assert!(Instant::now() < deadline, "no checkpoint on S3 after 5 minutes");
+        assert!(
+            child.try_wait().unwrap().is_none(),
+            "the job ended before a checkpoint"
+        );
+        assert!(
+            Instant::now() < deadline,
+            "no checkpoint on S3 after 5 minutes"
+        );
         std::thread::sleep(Duration::from_millis(100));
     };
     let _ = child.kill();
@@ -100,7 +115,11 @@ fn a_job_resumes_from_its_checkpoint_on_s3() {
     let out = run_ok(&mut checkpointed());
     let text = String::from_utf8_lossy(&out.stdout);
     let summary: Value = serde_json::from_str(text.lines().last().unwrap()).unwrap();
-    assert_eq!(summary["resumed_from_batch"].as_u64(), Some(resumed_at), "{summary}");
+    assert_eq!(
+        summary["resumed_from_batch"].as_u64(),
+        Some(resumed_at),
+        "{summary}"
+    );
     assert_eq!(result_files(&results), result_files(&reference));
 
     // The inspector reads the checkpoint on S3 too.

@@ -13,6 +13,10 @@ pub enum AppError {
     /// 400: the request is malformed; the client must change it.
     #[error("{0}")]
     BadRequest(String),
+    /// 403: the client may not do this (job control from another machine); the message says
+    /// why.
+    #[error("{0}")]
+    Forbidden(String),
     /// 404: no such stream or resource.
     #[error("{0}")]
     NotFound(String),
@@ -35,6 +39,7 @@ impl AppError {
     pub fn status(&self) -> StatusCode {
         match self {
             AppError::BadRequest(_) => StatusCode::BAD_REQUEST,
+            AppError::Forbidden(_) => StatusCode::FORBIDDEN,
             AppError::NotFound(_) => StatusCode::NOT_FOUND,
             AppError::PayloadTooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
             AppError::UnsupportedMediaType(_) => StatusCode::UNSUPPORTED_MEDIA_TYPE,

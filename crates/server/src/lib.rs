@@ -2,12 +2,13 @@
 //!
 //! | part | module | what |
 //! |---|---|---|
-//! | hub | [`hub`] | [`Hub`]: the engine publishes each micro-batch ([`StreamUpdate`]); the hub serialises it once, keeps a bounded history per stream and fans it out to client mailboxes ([`Subscription`]) with snapshot, exact resume, resync and conflation. No sockets. |
+//! | hub | [`hub`] | [`Hub`]: the engine publishes each micro-batch ([`StreamUpdate`]); the hub serialises it once, keeps a bounded history per stream and fans it out to client mailboxes ([`Subscription`]) with snapshot, exact resume, resync and conflation. Publishing is idempotent by batch id, and the history is carried across restarts in checkpoints ([`Hub::snapshot`], [`Hub::restore`]). No sockets. |
 //! | WebSocket | [`ws`] | `GET /ws`: the JSON protocol, as [`ws::run_session`] generic over any `Sink`/`Stream`. |
 //! | SSE | `sse` | `GET /sse/{stream}`: one stream as Server-Sent Events, resumable with `Last-Event-ID`. |
 //! | collector | [`collector`] | `POST /collect` and `GET /p.gif`: validation, group commit through an [`EventAppender`] ([`collector::LogAppender`] for the embedded log), reply after the append. |
-//! | metrics | [`metrics`] | [`Metrics`]: process-wide counters other crates update; `GET /metrics`. |
+//! | metrics | [`metrics`] | [`Metrics`]: process-wide counters other crates update, the last checkpoint's gauges among them; `GET /metrics`. |
 //! | API | `api` | `GET /api/streams`. |
+//! | job control | `job` | [`JobControl`]: `GET /api/job`, `POST /api/job/stop`, `POST /api/job/checkpoint` for the job attached with [`Hub::set_job_control`]; the POSTs from loopback clients only. |
 //! | dashboard | `dashboard` | `/`: the built dashboard, or a page saying how to build it. |
 //! | wiring | [`serve`], [`ServerConfig`], [`AppError`] | binding, routes, graceful shutdown, HTTP errors. |
 //!
@@ -47,6 +48,7 @@ mod config;
 mod dashboard;
 mod error;
 pub mod hub;
+mod job;
 mod json;
 pub mod metrics;
 mod server;
@@ -57,5 +59,6 @@ pub use collector::{AppendError, EventAppender, LogAppender, MemoryAppender};
 pub use config::ServerConfig;
 pub use error::AppError;
 pub use hub::{Delivery, Hub, HubConfig, HubError, StreamInfo, StreamUpdate, Subscription};
+pub use job::JobControl;
 pub use metrics::Metrics;
 pub use server::{ServerError, ServerHandle, serve, shutdown_signal};

@@ -4,13 +4,19 @@
 //! server update them from any thread without locks (the per-operator gauges take a read lock
 //! on their label map). The crate stays out of the public API: callers use the named methods
 //! of [`Metrics`].
+//!
+//! The last checkpoint's gauges are set by the job when a checkpoint is written
+//! ([`Metrics::set_last_checkpoint`]); its age is computed when the metrics are scraped, so it
+//! grows while no checkpoint is written.
 
 use std::fmt;
-use std::sync::atomic::AtomicU64;
-use std::time::Duration;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::encoding::text::encode;
+use prometheus_client::encoding::{EncodeLabelSet, EncodeMetric, MetricEncoder};
+use prometheus_client::metrics::MetricType;
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
@@ -29,6 +35,63 @@ struct OperatorLabels {
 
 /// A gauge holding seconds as an `f64`.
 type SecondsGauge = Gauge<f64, AtomicU64>;
+
+/// `clickpulse_last_checkpoint_age_seconds`: seconds since the last checkpoint was written,
+/// computed at every scrape; absent from the exposition before the first checkpoint (an age
+/// of 0 would claim a fresh one).
+#[derive(Debug, Clone)]
+struct CheckpointAge {
+    /// When the last checkpoint was written, ms since the epoch; [`CheckpointAge::NEVER`]
+    /// before the first.
+    written_at_ms: Arc<AtomicU64>,
+}
+
+impl CheckpointAge {
+    const NEVER: u64 = u64::MAX;
+
+    fn new() -> Self {
+        CheckpointAge {
+            written_at_ms: Arc::new(AtomicU64::new(Self::NEVER)),
+        }
+    }
+
+    fn set(&self, written_at_ms: u64) {
+        self.written_at_ms.store(written_at_ms, Ordering::Relaxed);
+    }
+
+    fn written_at_ms(&self) -> Option<u64> {
+        Some(self.written_at_ms.load(Ordering::Relaxed)).filter(|&ms| ms != Self::NEVER)
+    }
+}
+
+impl EncodeMetric for CheckpointAge {
+    fn encode(&self, mut encoder: MetricEncoder) -> Result<(), fmt::Error> {
+        let age = self
+            .written_at_ms()
+            .map_or(0.0, |written| age_seconds(written, now_ms()));
+        encoder.encode_gauge(&age)
+    }
+
+    fn metric_type(&self) -> MetricType {
+        MetricType::Gauge
+    }
+
+    fn is_empty(&self) -> bool {
+        self.written_at_ms().is_none()
+    }
+}
+
+/// Seconds from `written_at_ms` to `now_ms`; 0 when the clock is behind the writer's.
+fn age_seconds(written_at_ms: u64, now_ms: u64) -> f64 {
+    Duration::from_millis(now_ms.saturating_sub(written_at_ms)).as_secs_f64()
+}
+
+fn now_ms() -> u64 {
+    let since_epoch = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap_or_default();
+    u64::try_from(since_epoch.as_millis()).unwrap_or(u64::MAX)
+}
 
 /// Counters and gauges of the whole process, all prefixed `clickpulse_`.
 ///
@@ -64,6 +127,10 @@ pub struct Metrics {
     collector_requests: Counter,
     collector_events: Counter,
     collector_rejected: Counter,
+    checkpoint_batch: Gauge,
+    checkpoint_bytes: Gauge,
+    checkpoint_duration: SecondsGauge,
+    checkpoint_age: CheckpointAge,
 }
 
 impl fmt::Debug for Metrics {
@@ -99,6 +166,10 @@ impl Metrics {
             collector_requests: Counter::default(),
             collector_events: Counter::default(),
             collector_rejected: Counter::default(),
+            checkpoint_batch: Gauge::default(),
+            checkpoint_bytes: Gauge::default(),
+            checkpoint_duration: SecondsGauge::default(),
+            checkpoint_age: CheckpointAge::new(),
         };
         m.register_all();
         m
@@ -181,6 +252,34 @@ impl Metrics {
             "Events rejected by the collector",
             self.collector_rejected.clone(),
         );
+        self.register_checkpoint();
+    }
+
+    fn register_checkpoint(&mut self) {
+        let r = &mut self.registry;
+        r.register(
+            "last_checkpoint_batch",
+            "Batch of the last checkpoint written",
+            self.checkpoint_batch.clone(),
+        );
+        r.register_with_unit(
+            "last_checkpoint",
+            "Size of the last checkpoint written",
+            Unit::Bytes,
+            self.checkpoint_bytes.clone(),
+        );
+        r.register_with_unit(
+            "last_checkpoint_duration",
+            "Time the last checkpoint took to write",
+            Unit::Seconds,
+            self.checkpoint_duration.clone(),
+        );
+        r.register_with_unit(
+            "last_checkpoint_age",
+            "Time since the last checkpoint was written (absent before the first)",
+            Unit::Seconds,
+            self.checkpoint_age.clone(),
+        );
     }
 
     /// Adds `n` to `clickpulse_events_in_total`.
@@ -220,6 +319,35 @@ impl Metrics {
         self.state_bytes
             .get_or_create(&labels)
             .set(saturating_i64(bytes));
+    }
+
+    /// Records a checkpoint written: `clickpulse_last_checkpoint_batch`, `_bytes` and
+    /// `_duration_seconds`, and the time it was written (`written_at_ms`, ms since the epoch),
+    /// from which `clickpulse_last_checkpoint_age_seconds` is computed at every scrape.
+    ///
+    /// # Examples
+    /// ```
+    /// use std::time::Duration;
+    /// use clickpulse_server::Metrics;
+    ///
+    /// let metrics = Metrics::new();
+    /// assert!(!metrics.encode().expect("encodes").contains("clickpulse_last_checkpoint_age"));
+    /// metrics.set_last_checkpoint(42, 4096, Duration::from_millis(250), 1_700_000_000_000);
+    /// let text = metrics.encode().expect("encodes");
+    /// assert!(text.contains("clickpulse_last_checkpoint_batch 42"));
+    /// assert!(text.contains("clickpulse_last_checkpoint_age_seconds "));
+    /// ```
+    pub fn set_last_checkpoint(
+        &self,
+        batch: u64,
+        bytes: u64,
+        duration: Duration,
+        written_at_ms: u64,
+    ) {
+        self.checkpoint_batch.set(saturating_i64(batch));
+        self.checkpoint_bytes.set(saturating_i64(bytes));
+        self.checkpoint_duration.set(duration.as_secs_f64());
+        self.checkpoint_age.set(written_at_ms);
     }
 
     /// Adds `n` to `clickpulse_conflated_messages_total`.
@@ -327,6 +455,60 @@ mod tests {
                 "missing {line:?} in\n{text}"
             );
         }
+    }
+
+    /// The value of the sample line named `name` (without labels).
+    fn sample(text: &str, name: &str) -> Option<f64> {
+        text.lines()
+            .find_map(|l| l.strip_prefix(name)?.strip_prefix(' '))
+            .map(|v| v.parse().expect("a number"))
+    }
+
+    #[test]
+    fn checkpoint_gauges_appear_once_set_and_the_age_is_computed_when_scraped() {
+        let m = Metrics::new();
+        let before = m.encode().expect("encodes");
+        assert_eq!(
+            sample(&before, "clickpulse_last_checkpoint_batch"),
+            Some(0.0)
+        );
+        assert!(
+            !before.contains("last_checkpoint_age"),
+            "no age before the first checkpoint:\n{before}"
+        );
+
+        let written_at = now_ms() - 90_000;
+        m.set_last_checkpoint(17, 123_456, Duration::from_millis(1500), written_at);
+        let text = m.encode().expect("encodes");
+        assert_eq!(
+            sample(&text, "clickpulse_last_checkpoint_batch"),
+            Some(17.0)
+        );
+        assert_eq!(
+            sample(&text, "clickpulse_last_checkpoint_bytes"),
+            Some(123_456.0)
+        );
+        assert_eq!(
+            sample(&text, "clickpulse_last_checkpoint_duration_seconds"),
+            Some(1.5)
+        );
+        let age = sample(&text, "clickpulse_last_checkpoint_age_seconds").expect("an age");
+        assert!(age >= 90.0, "{age}");
+        assert!(
+            text.contains("# TYPE clickpulse_last_checkpoint_age_seconds gauge"),
+            "{text}"
+        );
+    }
+
+    #[test]
+    fn age_is_seconds_since_written_and_never_negative() {
+        assert_eq!(age_seconds(1_000, 3_500), 2.5);
+        assert_eq!(age_seconds(5_000, 5_000), 0.0);
+        assert_eq!(
+            age_seconds(9_000, 5_000),
+            0.0,
+            "a clock behind the writer's"
+        );
     }
 
     #[test]

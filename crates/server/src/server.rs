@@ -1,4 +1,7 @@
 //! Wiring: the router, [`serve`] and graceful shutdown.
+//!
+//! Handlers can extract the client's address as `ConnectInfo<SocketAddr>` (the job control
+//! routes accept only loopback clients).
 
 use std::future::Future;
 use std::net::SocketAddr;
@@ -16,7 +19,7 @@ use crate::collector::{self, Collector, CommitQueue, EventAppender};
 use crate::config::ServerConfig;
 use crate::hub::Hub;
 use crate::metrics::Metrics;
-use crate::{api, dashboard, sse, ws};
+use crate::{api, dashboard, job, sse, ws};
 
 /// Completes when the server starts shutting down (or was dropped).
 #[derive(Debug, Clone)]
@@ -49,6 +52,19 @@ pub(crate) struct LiveState {
 pub(crate) struct AppState {
     live: LiveState,
     collector: Arc<Collector>,
+}
+
+#[cfg(test)]
+impl LiveState {
+    /// A state around `hub` for calling handlers in unit tests (already shutting down).
+    pub(crate) fn for_tests(hub: Hub) -> Self {
+        let (_, rx) = watch::channel(false);
+        LiveState {
+            hub,
+            metrics: Arc::new(Metrics::new()),
+            shutdown: Shutdown { rx },
+        }
+    }
 }
 
 impl FromRef<AppState> for LiveState {
@@ -166,7 +182,7 @@ where
             batch_limit: config.batch_limit,
         }),
     };
-    let app = router(&config, state);
+    let app = router(&config, state).into_make_service_with_connect_info::<SocketAddr>();
     // Small WebSocket frames and replies must not wait for Nagle.
     let listener = listener.tap_io(|tcp| {
         let _ = tcp.set_nodelay(true);
@@ -198,6 +214,9 @@ fn router(config: &ServerConfig, state: AppState) -> Router {
         .route("/ws", get(ws::handler))
         .route("/sse/{stream}", get(sse::handler))
         .route("/api/streams", get(api::streams))
+        .route("/api/job", get(job::status))
+        .route("/api/job/stop", post(job::stop))
+        .route("/api/job/checkpoint", post(job::checkpoint))
         .route("/metrics", get(api::metrics))
         .route(
             "/collect",

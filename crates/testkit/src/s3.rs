@@ -24,8 +24,6 @@ fn script() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("../../scripts/s3-server.sh")
 }
 
-/// The credentials and settings to add to an `s3://` location on this server.
-
 impl S3Server {
     /// Starts moto, or returns `None` (after saying why) when it is not installed and `CI` is
     /// not `true`.
@@ -100,7 +98,9 @@ impl S3Server {
 
     /// Creates `bucket` (moto takes an unsigned `PUT /bucket`).
     pub fn create_bucket(&self, bucket: &str) {
-        let status = self.http("PUT", &format!("/{bucket}")).unwrap();
+        let status = self
+            .http("PUT", &format!("/{bucket}"))
+            .expect("moto answers a bucket PUT");
         assert!(status.contains(" 200 "), "PUT /{bucket}: {status}");
     }
 

@@ -9,7 +9,7 @@
 //!
 //! The broker comes from `clickpulse-testkit`, shared with the connectors' Kafka tests.
 
-#![allow(dead_code, clippy::unwrap_used)]
+#![allow(dead_code, unused_imports, clippy::unwrap_used)]
 
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output};

@@ -69,6 +69,16 @@ impl BatchMessage {
         }))
     }
 
+    /// The message without the per-client flags, `{"type":"batch",…,"rows":[…]}`: the form a
+    /// hub snapshot keeps (see `snapshot.rs`), from which [`BatchMessage::encode`] gives back
+    /// this message byte for byte.
+    pub(crate) fn unflagged(&self) -> Vec<u8> {
+        let mut json = Vec::with_capacity(self.prefix_len + 1);
+        json.extend_from_slice(self.plain.get(..self.prefix_len).unwrap_or_default());
+        json.push(b'}');
+        json
+    }
+
     /// The wire JSON with the given per-client flags.
     pub(crate) fn render(&self, snapshot: bool, resync: bool, skipped: u64) -> Bytes {
         if !snapshot && !resync && skipped == 0 {

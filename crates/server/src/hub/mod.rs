@@ -3,16 +3,27 @@
 //! The engine calls [`Hub::publish`] from its own threads after every micro-batch. The hub
 //! serialises the update once, appends it to the stream's bounded history and offers it to every
 //! subscribed client's mailbox (see [`Subscription`]). Publishing takes two short locks per
-//! subscriber and never waits on a client.
+//! subscriber and never waits on a client. A batch id the stream has already published is
+//! ignored, so a job that re-runs batches after a restart does not deliver them twice.
 //!
-//! Lock order: a stream's lock, then a client's mailbox lock; never the other way round.
+//! Across restarts the history travels in the job's checkpoints: [`Hub::snapshot`] writes it as
+//! JSON (the format is in `snapshot.rs`) and [`Hub::restore`] reads it back into the new
+//! process's hub, so that clients resuming with `from_batch` or `Last-Event-ID` get every batch
+//! once, in order.
+//!
+//! The hub is also where the embedding program attaches the job the server controls
+//! ([`Hub::set_job_control`]): it is the one object the job and the server both hold.
+//!
+//! Lock order: the stream map, then a stream's lock, then a client's mailbox lock; never the
+//! other way round. Only [`Hub::restore`] holds several streams' locks at once.
 
 mod message;
+mod snapshot;
 mod subscription;
 
 use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, MutexGuard, PoisonError, RwLock};
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError, RwLock, RwLockReadGuard, RwLockWriteGuard};
 
 use clickpulse_events::JsonRow;
 use serde::Serialize;
@@ -20,6 +31,7 @@ use serde::Serialize;
 use self::message::BatchMessage;
 use self::subscription::{ClientShared, Queued, Slot};
 pub use self::subscription::{Delivery, Subscription};
+use crate::job::{JobControl, JobSlot};
 use crate::metrics::Metrics;
 
 /// How many messages each stream keeps for resuming clients. Default = 600.
@@ -47,7 +59,7 @@ pub struct StreamUpdate {
     /// The registered stream name.
     pub stream: String,
     /// The batch id; strictly increasing per stream (gaps allowed: batches without rows are
-    /// usually not published).
+    /// usually not published). [`Hub::publish`] ignores an id the stream has already passed.
     pub batch: u64,
     /// Start of the result's window (inclusive), ms since the epoch, if it has one.
     pub window_start_ms: Option<u64>,
@@ -90,22 +102,23 @@ pub struct StreamInfo {
     pub subscribers: usize,
 }
 
-/// Why the hub refused a call. Both are caller bugs: retrying the same call cannot help.
+/// Why the hub refused a call. None is helped by retrying the same call.
 #[derive(Debug, thiserror::Error)]
 pub enum HubError {
-    /// The stream was never registered with [`Hub::register_stream`].
+    /// The stream was never registered with [`Hub::register_stream`]: a caller bug, or a client
+    /// naming a stream that does not exist.
     #[error("unknown stream {0:?}")]
     UnknownStream(String),
-    /// A publish whose batch id is not greater than the stream's latest one.
-    #[error("stream {stream:?}: batch {batch} is not after the latest published batch {latest}")]
-    StaleBatch {
-        /// The stream.
-        stream: String,
-        /// The refused batch id.
-        batch: u64,
-        /// The latest batch id already published.
-        latest: u64,
-    },
+    /// [`Hub::restore`] was given text that is not a snapshot this version of
+    /// [`Hub::snapshot`] writes (the message says what is wrong): the checkpoint's extra state
+    /// is damaged or from a newer version. The hub is unchanged; the caller can go on without
+    /// the old history.
+    #[error("malformed hub snapshot: {0}")]
+    BadSnapshot(String),
+    /// [`Hub::restore`] was called after the named stream had published: a caller bug
+    /// (restore before the job publishes). The hub is unchanged.
+    #[error("cannot restore stream {0:?}: it has published batches already")]
+    RestoreAfterPublish(String),
     /// The batch's header could not be serialised (not expected: its fields are plain strings
     /// and numbers, and the rows are copied in as the text they are).
     #[error("cannot serialise the update: {0}")]
@@ -143,6 +156,7 @@ struct HubInner {
     metrics: Arc<Metrics>,
     streams: RwLock<BTreeMap<String, Arc<StreamState>>>,
     next_client: AtomicU64,
+    job: JobSlot,
 }
 
 #[derive(Debug)]
@@ -155,12 +169,32 @@ struct StreamState {
 struct StreamInner {
     fields: Vec<String>,
     history: VecDeque<Arc<BatchMessage>>,
-    /// The highest batch id dropped from `history`.
+    /// The highest batch id dropped from `history` (or, after a restore, up to which batches
+    /// may be missing: see `snapshot.rs`).
     evicted_up_to: Option<u64>,
-    subscribers: HashMap<u64, Arc<ClientShared>>,
+    subscribers: HashMap<u64, Subscriber>,
+}
+
+/// A client subscribed to a stream, with the resume point it asked for.
+#[derive(Debug)]
+struct Subscriber {
+    client: Arc<ClientShared>,
+    /// `from_batch` of the subscription, so that a restore can give the client the history
+    /// it asked for.
+    from_batch: Option<u64>,
 }
 
 impl StreamState {
+    fn new(name: &str, fields: Vec<String>) -> Self {
+        StreamState {
+            name: Arc::from(name),
+            inner: Mutex::new(StreamInner {
+                fields,
+                ..StreamInner::default()
+            }),
+        }
+    }
+
     fn lock(&self) -> MutexGuard<'_, StreamInner> {
         // Every mutation under this lock is completed before anything that can panic, so a
         // poisoned lock still guards consistent state.
@@ -173,22 +207,41 @@ impl StreamInner {
         self.history.back()
     }
 
+    /// The highest batch id this stream has published (or, restored, may have published):
+    /// [`Hub::publish`] ignores ids up to it.
+    fn last_published(&self) -> Option<u64> {
+        self.latest().map(|m| m.batch).or(self.evicted_up_to)
+    }
+
     /// The slot a new subscriber starts with (see [`Subscription::subscribe`]).
     fn initial_slot(&self, from_batch: Option<u64>) -> Slot {
-        let snapshot = |resync| {
-            let backlog = self.latest().map(|msg| Queued {
-                msg: msg.clone(),
-                snapshot: true,
-                resync,
-            });
-            Slot::new(backlog.into_iter().collect(), 0)
-        };
-        let Some(from) = from_batch else {
-            return snapshot(false);
-        };
-        if !self.can_replay_from(from) {
-            return snapshot(true);
+        match from_batch {
+            None => self.snapshot_slot(false),
+            Some(from) if self.can_replay_from(from) => self.replay_slot(from),
+            Some(_) => self.snapshot_slot(true),
         }
+    }
+
+    /// The latest batch flagged `snapshot` (and `resync`), then live batches.
+    fn snapshot_slot(&self, resync: bool) -> Slot {
+        match self.latest() {
+            Some(msg) => {
+                let snapshot = Queued {
+                    msg: msg.clone(),
+                    snapshot: true,
+                    resync,
+                };
+                Slot::new(VecDeque::from([snapshot]), 0)
+            }
+            // Batches the client wants are gone and there is none to send instead: the next
+            // live batch carries the resync.
+            None if resync => Slot::resync_at_first_live(),
+            None => Slot::new(VecDeque::new(), 0),
+        }
+    }
+
+    /// The retained batches ≥ `from`, then live batches ≥ `from`.
+    fn replay_slot(&self, from: u64) -> Slot {
         let backlog = self
             .history
             .iter()
@@ -207,12 +260,24 @@ impl StreamInner {
     /// Batches between the last evicted one and the first retained one were never published
     /// (they had no rows), so a resume point there is exact. A resume point below the first
     /// batch this hub ever saw is not: an earlier server may have published batches there.
+    ///
+    /// A stream that has published nothing has nothing to replay: any resume point is exact,
+    /// unless a restore said that batches up to `evicted_up_to` may be missing.
     fn can_replay_from(&self, from: u64) -> bool {
         match (self.history.front(), self.evicted_up_to) {
-            (None, _) => true,
             (Some(first), _) if from >= first.batch => true,
-            (Some(_), Some(evicted)) => from > evicted,
+            (_, Some(evicted)) => from > evicted,
+            (None, None) => true,
             (Some(_), None) => false,
+        }
+    }
+
+    /// Gives every subscriber the slot it would have had subscribing now (after a restore
+    /// filled the history it subscribed to while empty).
+    fn reinstall_subscribers(&self, name: &Arc<str>) {
+        for sub in self.subscribers.values() {
+            sub.client
+                .reinstall(name, self.initial_slot(sub.from_batch));
         }
     }
 }
@@ -229,6 +294,7 @@ impl Hub {
                 metrics,
                 streams: RwLock::new(BTreeMap::new()),
                 next_client: AtomicU64::new(0),
+                job: JobSlot::default(),
             }),
         }
     }
@@ -237,22 +303,12 @@ impl Hub {
     /// its fields and keeps its history and subscribers.
     pub fn register_stream(&self, name: impl Into<String>, fields: Vec<String>) {
         let name = name.into();
-        let mut streams = self
-            .inner
-            .streams
-            .write()
-            .unwrap_or_else(PoisonError::into_inner);
+        let mut streams = self.streams_mut();
         match streams.get(&name) {
             Some(state) => state.lock().fields = fields,
             None => {
-                let state = StreamState {
-                    name: Arc::from(name.as_str()),
-                    inner: Mutex::new(StreamInner {
-                        fields,
-                        ..StreamInner::default()
-                    }),
-                };
-                streams.insert(name, Arc::new(state));
+                let state = Arc::new(StreamState::new(&name, fields));
+                streams.insert(name, state);
             }
         }
     }
@@ -263,20 +319,25 @@ impl Hub {
     /// stream gets this one instead (conflation, counted in `skipped` and in
     /// [`Metrics`]' `conflated_messages_total`).
     ///
+    /// Idempotent by (stream, batch id): a batch whose id is not greater than the stream's
+    /// latest published one (restored ones included) is ignored, with a debug log. A job
+    /// re-running batches after a restart can therefore publish them all again.
+    ///
     /// # Errors
-    /// [`HubError::UnknownStream`] for an unregistered stream, [`HubError::StaleBatch`] when
-    /// `update.batch` is not greater than the stream's latest batch; the update is dropped.
+    /// [`HubError::UnknownStream`] for an unregistered stream; [`HubError::Serialize`] (not
+    /// expected) when the header cannot be serialised. The update is dropped.
     pub fn publish(&self, update: StreamUpdate) -> Result<(), HubError> {
         let stream = self.stream(&update.stream)?;
         let msg = BatchMessage::encode(&update)?;
         let mut inner = stream.lock();
-        let latest = inner.latest().map(|m| m.batch);
-        if let Some(latest) = latest.filter(|&latest| latest >= msg.batch) {
-            return Err(HubError::StaleBatch {
-                stream: update.stream,
-                batch: msg.batch,
+        if let Some(latest) = inner.last_published().filter(|&l| l >= msg.batch) {
+            tracing::debug!(
+                stream = %stream.name,
+                batch = msg.batch,
                 latest,
-            });
+                "batch already published: ignored"
+            );
+            return Ok(());
         }
         if inner.history.len() >= self.inner.config.history_len {
             let evicted = inner.history.pop_front().map(|m| m.batch);
@@ -286,13 +347,124 @@ impl Hub {
         let conflated = inner
             .subscribers
             .values()
-            .filter(|client| client.offer(&stream.name, &msg))
+            .filter(|sub| sub.client.offer(&stream.name, &msg))
             .count();
         drop(inner);
         if conflated > 0 {
             self.inner.metrics.add_conflated(conflated as u64);
         }
         Ok(())
+    }
+
+    /// The retained history of every stream up to batch `up_to_batch`, as JSON text for a
+    /// checkpoint; [`Hub::restore`] reads it back. The format is written down in the hub's
+    /// `snapshot.rs`.
+    ///
+    /// Only batches ≤ `up_to_batch` are kept, since a checkpoint of that batch covers exactly
+    /// those: a restarted job publishes the later ones again. Each stream also keeps the id up
+    /// to which batches may be missing (evicted from the history), so that resume requests
+    /// stay exact or resync as they would have in this process. Takes each stream's lock in
+    /// turn, briefly; safe to call from any thread while the job publishes.
+    ///
+    /// # Examples
+    /// ```
+    /// use std::sync::Arc;
+    /// use clickpulse_server::{Hub, HubConfig, Metrics, StreamUpdate};
+    /// use serde_json::json;
+    ///
+    /// let hub = Hub::new(HubConfig::default(), Arc::new(Metrics::new()));
+    /// hub.register_stream("page_views", vec!["url".into(), "count".into()]);
+    /// for batch in 1..=3 {
+    ///     let rows = vec![json!({"url": "/", "count": batch}).into()];
+    ///     hub.publish(StreamUpdate::new("page_views", batch, rows))?;
+    /// }
+    /// // The checkpoint of batch 2; batch 3 is published again by the restarted job.
+    /// let saved = hub.snapshot(2)?;
+    ///
+    /// let restarted = Hub::new(HubConfig::default(), Arc::new(Metrics::new()));
+    /// restarted.restore(&saved)?;
+    /// restarted.publish(StreamUpdate::new("page_views", 2, vec![]))?; // already there: ignored
+    /// restarted.publish(StreamUpdate::new("page_views", 3, vec![json!({"url": "/", "count": 3}).into()]))?;
+    ///
+    /// let client = restarted.subscription();
+    /// client.subscribe(&["page_views".to_string()], Some(1))?;
+    /// let got: Vec<u64> = std::iter::from_fn(|| client.try_recv()).map(|d| d.batch).collect();
+    /// assert_eq!(got, [1, 2, 3]);
+    /// # Ok::<(), clickpulse_server::HubError>(())
+    /// ```
+    ///
+    /// # Errors
+    /// [`HubError::Serialize`], not expected: a snapshot holds strings, numbers and messages
+    /// the hub wrote as JSON.
+    pub fn snapshot(&self, up_to_batch: u64) -> Result<String, HubError> {
+        let copies: Vec<_> = self
+            .streams_ref()
+            .iter()
+            .map(|(name, state)| state.lock().copy_up_to(name, up_to_batch))
+            .collect();
+        snapshot::write(up_to_batch, &copies)
+    }
+
+    /// Restores the history a [`Hub::snapshot`] wrote. Call it before the job publishes
+    /// anything; clients may already be subscribed (a browser reconnecting as soon as the
+    /// server is up): each gets what it asked for, as if it had subscribed after the restore.
+    ///
+    /// A stream of the snapshot that is not registered is registered with the snapshot's
+    /// fields; a registered one keeps its fields. Streams the snapshot does not name are left
+    /// alone. At most [`HubConfig::history_len`] batches per stream are kept, the newest.
+    ///
+    /// # Errors
+    /// [`HubError::BadSnapshot`] naming what is wrong with the text,
+    /// [`HubError::RestoreAfterPublish`] when a stream of the snapshot has published already.
+    /// Either way the hub is left as it was.
+    pub fn restore(&self, snapshot: &str) -> Result<(), HubError> {
+        let restored = snapshot::read(snapshot, self.inner.config.history_len)?;
+        let mut streams = self.streams_mut();
+        let states: Vec<(Arc<StreamState>, bool)> = restored
+            .iter()
+            .map(|r| match streams.get(&r.name) {
+                Some(state) => (state.clone(), false),
+                None => (Arc::new(StreamState::new(&r.name, r.fields.clone())), true),
+            })
+            .collect();
+        let mut guards: Vec<_> = states.iter().map(|(state, _)| state.lock()).collect();
+        let published = restored
+            .iter()
+            .zip(&guards)
+            .find(|(_, g)| g.last_published().is_some());
+        if let Some((r, _)) = published {
+            return Err(HubError::RestoreAfterPublish(r.name.clone()));
+        }
+        for ((r, (state, new)), inner) in restored.into_iter().zip(&states).zip(&mut guards) {
+            inner.history = r.history;
+            inner.evicted_up_to = r.evicted_up_to;
+            inner.reinstall_subscribers(&state.name);
+            if *new {
+                streams.insert(r.name, state.clone());
+            }
+        }
+        Ok(())
+    }
+
+    /// Attaches the job this server runs, for `GET /api/job`, `POST /api/job/stop` and
+    /// `POST /api/job/checkpoint`; replaces a job attached before. Without one those routes
+    /// answer 404.
+    ///
+    /// The hub holds `job` until [`Hub::clear_job_control`] or until the hub's last clone is
+    /// dropped: `job` should not hold this hub (or anything holding it), or neither is ever
+    /// freed.
+    pub fn set_job_control(&self, job: Arc<dyn JobControl>) {
+        self.inner.job.set(Some(job));
+    }
+
+    /// Detaches the job (it has ended): the job routes answer 404 again.
+    pub fn clear_job_control(&self) {
+        self.inner.job.set(None);
+    }
+
+    /// The attached job, if any.
+    pub fn job_control(&self) -> Option<Arc<dyn JobControl>> {
+        self.inner.job.get()
     }
 
     /// A new client with no subscriptions.
@@ -308,12 +480,7 @@ impl Hub {
 
     /// Every registered stream, by name.
     pub fn streams(&self) -> Vec<StreamInfo> {
-        let streams = self
-            .inner
-            .streams
-            .read()
-            .unwrap_or_else(PoisonError::into_inner);
-        streams
+        self.streams_ref()
             .iter()
             .map(|(name, state)| {
                 let inner = state.lock();
@@ -332,13 +499,24 @@ impl Hub {
         &self.inner.config
     }
 
-    fn stream(&self, name: &str) -> Result<Arc<StreamState>, HubError> {
-        let streams = self
-            .inner
+    // The stream map is changed only by inserting complete entries, so a poisoned lock still
+    // guards a consistent map.
+    fn streams_ref(&self) -> RwLockReadGuard<'_, BTreeMap<String, Arc<StreamState>>> {
+        self.inner
             .streams
             .read()
-            .unwrap_or_else(PoisonError::into_inner);
-        streams
+            .unwrap_or_else(PoisonError::into_inner)
+    }
+
+    fn streams_mut(&self) -> RwLockWriteGuard<'_, BTreeMap<String, Arc<StreamState>>> {
+        self.inner
+            .streams
+            .write()
+            .unwrap_or_else(PoisonError::into_inner)
+    }
+
+    fn stream(&self, name: &str) -> Result<Arc<StreamState>, HubError> {
+        self.streams_ref()
             .get(name)
             .cloned()
             .ok_or_else(|| HubError::UnknownStream(name.to_owned()))
@@ -358,7 +536,11 @@ impl Hub {
         for state in states {
             let mut inner = state.lock();
             client.install(&state.name, inner.initial_slot(from_batch));
-            inner.subscribers.insert(client.id, client.clone());
+            let sub = Subscriber {
+                client: client.clone(),
+                from_batch,
+            };
+            inner.subscribers.insert(client.id, sub);
         }
         Ok(())
     }

@@ -61,6 +61,10 @@ pub(crate) struct Slot {
     /// Live messages below this batch id are not for this client (`from_batch` ahead of the
     /// hub).
     min_batch: u64,
+    /// The next live message goes out as a resync snapshot: the client asked to resume from a
+    /// batch the hub no longer holds while the hub held no batch to send instead (a restored
+    /// stream whose retained batches were all evicted).
+    resync_next: bool,
 }
 
 impl Slot {
@@ -69,6 +73,14 @@ impl Slot {
         Slot {
             backlog,
             min_batch,
+            ..Slot::default()
+        }
+    }
+
+    /// A slot with nothing to send yet whose first live message is a resync snapshot.
+    pub(crate) fn resync_at_first_live() -> Self {
+        Slot {
+            resync_next: true,
             ..Slot::default()
         }
     }
@@ -112,7 +124,22 @@ impl ClientShared {
     /// Installs (or replaces) the slot for `stream`. Called under the stream's lock so that
     /// no live message can fall between the backlog and the first live message.
     pub(crate) fn install(&self, stream: &Arc<str>, slot: Slot) {
+        self.put(stream, slot, true);
+    }
+
+    /// Replaces the slot for `stream` if the client still has one (a restore giving an early
+    /// subscriber the history it asked for). Called under the stream's lock, like
+    /// [`ClientShared::install`].
+    pub(crate) fn reinstall(&self, stream: &Arc<str>, slot: Slot) {
+        self.put(stream, slot, false);
+    }
+
+    /// Puts `slot` in place of `stream`'s; without `create`, only where there is one.
+    fn put(&self, stream: &Arc<str>, slot: Slot, create: bool) {
         let mut mb = self.lock();
+        if !create && !mb.slots.contains_key(stream) {
+            return;
+        }
         mb.ready.retain(|s| s != stream);
         let has_backlog = !slot.is_empty();
         mb.slots.insert(stream.clone(), slot);
@@ -190,12 +217,15 @@ fn take_from_slot(stream: &Arc<str>, slot: &mut Slot) -> Option<Delivery> {
         });
     }
     let msg = slot.pending.take()?;
+    let skipped = std::mem::take(&mut slot.skipped);
+    // A resync replaces whatever the client had: nothing before it counts as skipped.
+    let resync = std::mem::take(&mut slot.resync_next);
     Some(Delivery {
         stream: stream.clone(),
         batch: msg.batch,
-        snapshot: false,
-        resync: false,
-        skipped: std::mem::take(&mut slot.skipped),
+        snapshot: resync,
+        resync,
+        skipped: if resync { 0 } else { skipped },
         msg,
     })
 }
@@ -234,8 +264,11 @@ impl Subscription {
     /// With `from_batch: None` the client first gets the latest batch of each stream (flagged
     /// `snapshot`), then every new batch. With `Some(n)` it gets exactly the retained batches
     /// with id ≥ `n` in order, then every new batch; when batches ≥ `n` have already left the
-    /// history it gets the latest batch flagged `snapshot` and `resync` instead. Subscribing
-    /// again to a stream restarts it with the new rule.
+    /// history it gets the latest batch flagged `snapshot` and `resync` instead (or, when the
+    /// hub holds no batch of the stream, as after a restore whose batches had all been evicted,
+    /// the next batch published, flagged so). Subscribing again to a stream restarts it with
+    /// the new rule. A subscription made before [`Hub::restore`] gets what it would have got
+    /// subscribing after it.
     ///
     /// # Errors
     /// [`HubError::UnknownStream`] naming the first stream that is not registered; nothing is

@@ -7,7 +7,7 @@ use serde_json::json;
 
 use super::*;
 
-fn hub_with(history_len: usize) -> (Hub, Arc<Metrics>) {
+pub(super) fn hub_with(history_len: usize) -> (Hub, Arc<Metrics>) {
     let metrics = Arc::new(Metrics::new());
     let hub = Hub::new(HubConfig { history_len }, metrics.clone());
     hub.register_stream("s", vec!["n".into()]);
@@ -15,7 +15,7 @@ fn hub_with(history_len: usize) -> (Hub, Arc<Metrics>) {
     (hub, metrics)
 }
 
-fn publish(hub: &Hub, stream: &str, batch: u64) {
+pub(super) fn publish(hub: &Hub, stream: &str, batch: u64) {
     hub.publish(StreamUpdate::new(
         stream,
         batch,
@@ -24,18 +24,18 @@ fn publish(hub: &Hub, stream: &str, batch: u64) {
     .expect("publish");
 }
 
-fn names(v: &[&str]) -> Vec<String> {
+pub(super) fn names(v: &[&str]) -> Vec<String> {
     v.iter().map(|s| s.to_string()).collect()
 }
 
 /// Everything waiting, as (batch, snapshot, resync, skipped).
-fn drain(sub: &Subscription) -> Vec<(u64, bool, bool, u64)> {
+pub(super) fn drain(sub: &Subscription) -> Vec<(u64, bool, bool, u64)> {
     std::iter::from_fn(|| sub.try_recv())
         .map(|d| (d.batch, d.snapshot, d.resync, d.skipped))
         .collect()
 }
 
-fn batches(sub: &Subscription) -> Vec<u64> {
+pub(super) fn batches(sub: &Subscription) -> Vec<u64> {
     drain(sub).into_iter().map(|d| d.0).collect()
 }
 
@@ -221,21 +221,34 @@ fn streams_are_served_round_robin() {
 }
 
 #[test]
-fn stale_and_unknown_publishes_are_refused() {
+fn a_batch_published_again_is_ignored_and_unknown_streams_are_refused() {
     let (hub, _) = hub_with(10);
+    let live = hub.subscription();
+    live.subscribe(&names(&["s"]), None).expect("subscribe");
+    publish(&hub, "s", 4);
+    assert_eq!(batches(&live), vec![4]);
     publish(&hub, "s", 5);
-    let stale = hub.publish(StreamUpdate::new("s", 5, vec![]));
-    assert!(matches!(
-        stale,
-        Err(HubError::StaleBatch {
-            batch: 5,
-            latest: 5,
-            ..
-        })
-    ));
+    assert_eq!(batches(&live), vec![5]);
+    for again in [5, 4, 1] {
+        let other_rows = vec![json!({ "n": "different" }).into()];
+        hub.publish(StreamUpdate::new("s", again, other_rows))
+            .expect("a batch published again is not an error");
+    }
+    assert!(drain(&live).is_empty(), "not delivered twice");
     let unknown = hub.publish(StreamUpdate::new("nope", 1, vec![]));
     assert!(matches!(unknown, Err(HubError::UnknownStream(name)) if name == "nope"));
     assert_eq!(hub.streams()[0].latest_batch, Some(5));
+    // The history kept the first version of each batch.
+    let resumed = hub.subscription();
+    resumed
+        .subscribe(&names(&["s"]), Some(4))
+        .expect("subscribe");
+    let rows: Vec<serde_json::Value> = std::iter::from_fn(|| resumed.try_recv())
+        .map(|d| {
+            serde_json::from_slice::<serde_json::Value>(&d.to_json()).expect("JSON")["rows"].clone()
+        })
+        .collect();
+    assert_eq!(rows, vec![json!([{ "n": 4 }]), json!([{ "n": 5 }])]);
 }
 
 #[test]
