@@ -178,6 +178,13 @@ fn job(
         report["peak_rss_bytes"].as_u64().unwrap_or(0) / (1 << 20)
     );
     println!("  result files written         : {files}");
+    if checkpoint_interval.is_some() {
+        let c = &report["checkpoints"];
+        println!(
+            "  checkpoints written          : {} (largest {} bytes, longest {} ms, {} ms in all)",
+            c["count"], c["max_bytes"], c["max_ms"], c["total_ms"]
+        );
+    }
     println!(
         "  late events {}, dead letters {}",
         report["late_events"], report["dead_letters"]

@@ -75,6 +75,10 @@ pub struct BatchListener {
     last_late: std::sync::atomic::AtomicU64,
     /// The last batch completed (for `GET /api/job`).
     pub last_batch: Arc<std::sync::atomic::AtomicU64>,
+    /// The first batch id that is not a re-run of a logged batch (set after a restore).
+    pub new_from: Arc<std::sync::atomic::AtomicU64>,
+    /// When the first such batch completed.
+    pub first_new_done: Arc<std::sync::OnceLock<std::time::Instant>>,
 }
 
 impl BatchListener {
@@ -86,6 +90,8 @@ impl BatchListener {
             batch_interval,
             last_late: Default::default(),
             last_batch: Arc::default(),
+            new_from: Arc::default(),
+            first_new_done: Arc::default(),
         }
     }
 }
@@ -115,6 +121,9 @@ impl StreamingListener for BatchListener {
         }
         self.last_batch
             .store(e.batch, std::sync::atomic::Ordering::Relaxed);
+        if e.batch >= self.new_from.load(std::sync::atomic::Ordering::Relaxed) {
+            let _ = self.first_new_done.set(std::time::Instant::now());
+        }
         let Some(hub) = &self.hub else { return };
         let row = serde_json::json!({
             "batch": e.batch,

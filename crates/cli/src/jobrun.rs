@@ -120,11 +120,27 @@ pub struct RunReport {
     pub replayed_batches: u64,
     /// Where the job's checkpoints live (unset when checkpoints are off).
     pub checkpoint: Option<String>,
+    /// Seconds spent finding and reading the checkpoint to restore (unset without checkpoints).
+    pub restore_s: Option<f64>,
+    /// Seconds from the start of the run (checkpoint storage opened, state restored, logged
+    /// batches re-run) to the first new batch completed.
+    pub first_new_batch_s: Option<f64>,
+    /// The checkpoints this run wrote.
+    pub checkpoints: clickpulse_engine::metrics::CheckpointTotals,
+}
+
+/// What [`JobRun::prepare`] makes besides the context and the job.
+struct Prepared {
+    ctx: StreamingContext,
+    job: StandardJob,
+    restore: Option<std::time::Duration>,
+    first_new_done: Arc<std::sync::OnceLock<Instant>>,
+    engine: Arc<clickpulse_engine::metrics::EngineMetrics>,
 }
 
 impl JobRun {
     /// Builds the engine context with listeners and the job with its sinks.
-    fn prepare(&self) -> anyhow::Result<(StreamingContext, StandardJob)> {
+    fn prepare(&self) -> anyhow::Result<Prepared> {
         let e = &self.config.engine;
         let mut ctx = StreamingContext::new(e.batch_interval)?
             .workers(e.workers)?
@@ -137,6 +153,8 @@ impl JobRun {
             e.batch_interval,
         );
         let last_batch = Arc::clone(&listener.last_batch);
+        let new_from = Arc::clone(&listener.new_from);
+        let first_new_done = Arc::clone(&listener.first_new_done);
         ctx.add_listener(Arc::new(listener));
         let outputs = Outputs::new();
         if let Some(hub) = &self.hub {
@@ -152,10 +170,17 @@ impl JobRun {
             outputs.add(Box::new(kafka::result_sink(url, prefix)?));
         }
         let mut request = None;
+        let mut restore = None;
         if self.config.checkpoint.enabled {
             let settings = self.checkpointing(&outputs)?;
             request = Some(settings.request_handle());
+            let reading = Instant::now();
             ctx = ctx.checkpointing(settings)?;
+            restore = Some(reading.elapsed());
+            if let Some(r) = ctx.recovered() {
+                let first_new = r.first_batch() + r.replay_batches();
+                new_from.store(first_new, std::sync::atomic::Ordering::Relaxed);
+            }
         }
         if let Some(hub) = &self.hub {
             self.restore_hub(hub, &ctx);
@@ -181,7 +206,13 @@ impl JobRun {
             outputs,
             history,
         };
-        Ok((ctx, job))
+        Ok(Prepared {
+            engine: ctx.metrics(),
+            ctx,
+            job,
+            restore,
+            first_new_done,
+        })
     }
 
     /// Gives the hub back the history it had at the restored checkpoint, so that clients
@@ -262,7 +293,14 @@ impl JobRun {
         S: PartitionedSource + Clone + Send + Sync + 'static,
         S::Item: IntoClick,
     {
-        let (ctx, job) = self.prepare()?;
+        let begun = Instant::now();
+        let Prepared {
+            ctx,
+            job,
+            restore,
+            first_new_done,
+            engine,
+        } = self.prepare()?;
         stop(ctx.shutdown_handle());
         let checkpoint = self
             .config
@@ -294,6 +332,11 @@ impl JobRun {
             first_batch: summary.first_batch,
             replayed_batches: summary.replayed_batches,
             checkpoint,
+            restore_s: restore.map(|d| d.as_secs_f64()),
+            first_new_batch_s: first_new_done
+                .get()
+                .map(|t| t.saturating_duration_since(begun).as_secs_f64()),
+            checkpoints: engine.checkpoint_totals(),
         })
     }
 }

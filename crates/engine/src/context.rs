@@ -979,6 +979,15 @@ impl WorkerLoop<'_> {
         let Some(operators) = self.shared.ckpt.take(batch) else {
             return;
         };
+        // Every input had ended by this batch, so the watermark is past every event and every
+        // window is closed: a restart from here would find every later event late. The
+        // checkpoint before it is the one to resume from.
+        if self.run.mode == RunMode::UntilEnd && totals.finished == totals.reports {
+            if self.is_reporter {
+                ckpt.writer.send(Msg::Abandon { batch });
+            }
+            return;
+        }
         ckpt.writer.send(Msg::Part {
             batch,
             worker: self.shared.worker as u32,

@@ -22,6 +22,20 @@ pub struct EngineMetrics {
     dead_letters: AtomicU64,
     state: Mutex<BTreeMap<(String, usize), StateSize>>,
     checkpoint: Mutex<Option<crate::checkpoint::CheckpointStats>>,
+    checkpoints: Mutex<CheckpointTotals>,
+}
+
+/// Every checkpoint written by this process, summed up.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
+pub struct CheckpointTotals {
+    /// Checkpoints written.
+    pub count: u64,
+    /// The largest, in bytes of its parts.
+    pub max_bytes: u64,
+    /// The longest from first part to manifest, in ms.
+    pub max_ms: u64,
+    /// All of them together, in ms.
+    pub total_ms: u64,
 }
 
 impl EngineMetrics {
@@ -54,6 +68,17 @@ impl EngineMetrics {
 
     pub(crate) fn set_checkpoint(&self, stats: crate::checkpoint::CheckpointStats) {
         *self.checkpoint.lock().unwrap_or_else(|p| p.into_inner()) = Some(stats);
+        let ms = u64::try_from(stats.duration.as_millis()).unwrap_or(u64::MAX);
+        let mut totals = self.checkpoints.lock().unwrap_or_else(|p| p.into_inner());
+        totals.count += 1;
+        totals.max_bytes = totals.max_bytes.max(stats.bytes);
+        totals.max_ms = totals.max_ms.max(ms);
+        totals.total_ms += ms;
+    }
+
+    /// Every checkpoint this process wrote, summed up.
+    pub fn checkpoint_totals(&self) -> CheckpointTotals {
+        *self.checkpoints.lock().unwrap_or_else(|p| p.into_inner())
     }
 
     pub(crate) fn add_late(&self, n: u64) {

@@ -32,6 +32,8 @@ pub(crate) enum Msg {
         batch: BatchId,
         positions: Vec<PartitionPosition>,
     },
+    /// The checkpoint of `batch` is not taken after all (from worker 0).
+    Abandon { batch: BatchId },
 }
 
 /// What the writer thread needs besides its messages.
@@ -139,6 +141,11 @@ fn run(config: WriterConfig, rx: Receiver<Msg>, in_flight: Arc<AtomicUsize>) {
                     }
                 }
                 batch
+            }
+            Msg::Abandon { batch } => {
+                pending.remove(&batch);
+                in_flight.fetch_sub(1, Ordering::SeqCst);
+                continue;
             }
             Msg::Positions { batch, positions } => {
                 let p = pending.entry(batch).or_default();
