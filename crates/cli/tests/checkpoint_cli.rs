@@ -19,20 +19,18 @@ fn lines(out: &[u8]) -> Vec<Value> {
         .collect()
 }
 
-fn job(ckpt: &Path, log: &Path) -> std::process::Command {
+fn job_every(ckpt: &Path, log: &Path, interval: &str) -> std::process::Command {
     let mut cmd = run_checkpointed(ckpt);
-    cmd.args([
-        "--until-end",
-        "--json",
-        "--topic",
-        "clicks",
-        "--checkpoint-interval",
-        "3",
-    ])
-    .arg("--log")
-    .arg(log)
-    .env("CLICKPULSE__ENGINE__MAX_RECORDS_PER_PARTITION", "2000");
+    cmd.args(["--until-end", "--json", "--topic", "clicks"])
+        .args(["--checkpoint-interval", interval])
+        .arg("--log")
+        .arg(log)
+        .env("CLICKPULSE__ENGINE__MAX_RECORDS_PER_PARTITION", "2000");
     cmd
+}
+
+fn job(ckpt: &Path, log: &Path) -> std::process::Command {
+    job_every(ckpt, log, "3")
 }
 
 #[test]
@@ -114,4 +112,33 @@ fn a_changed_job_is_refused_from_scratch_starts_anew_and_state_reads_checkpoints
     let unknown = state(&["--operator", "nope"]);
     assert!(!unknown.status.success());
     assert!(String::from_utf8_lossy(&unknown.stderr).contains(name));
+}
+
+/// A restart whose logged batches the input no longer holds (the log was replaced by a shorter
+/// one) stops with an error naming the partition and the offsets, instead of producing other
+/// results under the same batch ids.
+#[test]
+fn a_restart_whose_input_lost_logged_batches_says_so() {
+    let dir = tempfile::tempdir().unwrap();
+    let log = dir.path().join("log");
+    let replay = |limit: &str| {
+        run_ok(
+            clickpulse()
+                .args(["replay", "--topic", "clicks", "--limit", limit, "--input"])
+                .arg(msnbc::default_msnbc_path())
+                .arg("--log")
+                .arg(&log),
+        );
+    };
+    replay("100000");
+    let ckpt = dir.path().join("checkpoints");
+    // Checkpoints far apart: batches after the last one are only in the offset log.
+    run_ok(&mut job_every(&ckpt, &log, "1000"));
+    std::fs::remove_dir_all(&log).unwrap();
+    replay("1000");
+    let failed = job(&ckpt, &log).output().unwrap();
+    assert!(!failed.status.success());
+    let why = String::from_utf8_lossy(&failed.stderr);
+    assert!(why.contains("but the input now ends at"), "{why}");
+    assert!(why.contains("--from-scratch"), "{why}");
 }

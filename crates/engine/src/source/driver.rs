@@ -244,13 +244,17 @@ impl<T: Data> TypedSourceDriver<T> {
         }
         if let Some(to) = target {
             // Short of the logged range: the records may still be on their way (a broker's
-            // fetch), unless the partition has ended or nothing came for a long while.
+            // fetch), unless the partition has ended (or is at its end in until-end mode) or
+            // nothing came for a long while.
             let at = part.reader.position();
             let stalled = got == 0 && status != ReadStatus::More;
             let since = *part.stalled_since.get_or_insert(now);
             if !stalled {
                 part.stalled_since = None;
-            } else if status == ReadStatus::Ended || now.duration_since(since) > REPLAY_PATIENCE {
+            } else if status == ReadStatus::Ended
+                || (bounded && status == ReadStatus::CaughtUp)
+                || now.duration_since(since) > REPLAY_PATIENCE
+            {
                 return Err(EngineError::Recovery(RecoveryError::InputTruncated {
                     batch,
                     source_name: self.name.clone(),
