@@ -10,9 +10,10 @@ use std::time::{Duration, Instant};
 use timely::dataflow::operators::probe::Handle as ProbeHandle;
 use timely::worker::Worker;
 
-use crate::checkpoint::format::{Kind, Layout, encode};
+use crate::checkpoint::format::Layout;
 use crate::checkpoint::recovery::{self, Recovered};
 use crate::checkpoint::state::WorkerCheckpoint;
+use crate::checkpoint::wal::WalWriter;
 use crate::checkpoint::writer::{Msg, Writer, WriterConfig};
 use crate::checkpoint::{CheckpointInterval, Checkpointing, PartitionPosition, WalRecord};
 use crate::dstream::{JobShared, building_from};
@@ -364,6 +365,7 @@ impl StreamingContext {
         let mut first_error: Option<EngineError> = None;
         let results = guards.join();
         if let Some(ckpt) = &run.ckpt {
+            ckpt.wal.finish();
             ckpt.writer.finish();
             summary.resumed_from_batch = ckpt.recovered.resumed_from();
             summary.replayed_batches = ckpt.recovered.replay_batches();
@@ -401,8 +403,8 @@ pub const DEFAULT_KEY_GROUPS: u32 = 256;
 struct RunCheckpoint {
     settings: Checkpointing,
     recovered: Recovered,
-    layout: Layout,
     writer: Writer,
+    wal: Arc<WalWriter>,
     peers: u32,
 }
 
@@ -427,6 +429,13 @@ impl RunCheckpoint {
             metrics: Arc::clone(metrics),
         })
         .map_err(|e| EngineError::Runtime(format!("starting the checkpoint writer: {e}")))?;
+        let wal = WalWriter::start(
+            Arc::clone(&settings.store),
+            layout,
+            peers as usize,
+            recovered.first_batch(),
+        )
+        .map_err(|e| EngineError::Runtime(format!("starting the offset-log writer: {e}")))?;
         match recovered.resumed_from() {
             Some(b) => tracing::info!(batch = b, replay = recovered.replay_batches(),
                 store = %settings.store.describe(), "resuming from checkpoint"),
@@ -441,8 +450,8 @@ impl RunCheckpoint {
         Ok(RunCheckpoint {
             settings,
             recovered,
-            layout,
             writer,
+            wal: Arc::new(wal),
             peers,
         })
     }
@@ -485,13 +494,9 @@ impl RunCheckpoint {
         starts
     }
 
-    /// Logs what this worker read in `batch` (before its input moves past the batch).
-    fn log_batch(
-        &self,
-        batch: BatchId,
-        worker: usize,
-        sources: &[(String, SourceBatch)],
-    ) -> Result<()> {
+    /// Hands the offset log what this worker read in `batch`; the batch's outputs wait until
+    /// every worker's record of it is durable.
+    fn log_batch(&self, batch: BatchId, worker: usize, sources: &[(String, SourceBatch)]) {
         let record = WalRecord {
             batch,
             epoch: self.recovered.epoch,
@@ -506,13 +511,7 @@ impl RunCheckpoint {
                 .flat_map(|(name, s)| s.watermarks.iter().map(|w| (name.clone(), *w)))
                 .collect(),
         };
-        let path = self
-            .layout
-            .wal(batch, record.epoch, record.worker, record.workers);
-        self.settings
-            .store
-            .put(&path, encode(Kind::Wal, &record))
-            .map_err(|e| EngineError::Recovery(RecoveryError::Store(e)))
+        self.wal.submit(record);
     }
 }
 
@@ -555,6 +554,7 @@ where
         state_ops: Default::default(),
         build_errors: Default::default(),
         output_error: Default::default(),
+        wal: run.ckpt.as_ref().map(|c| Arc::clone(&c.wal)),
         ckpt: Rc::new(WorkerCheckpoint::new(
             run.key_groups,
             worker.index(),
@@ -832,13 +832,13 @@ impl WorkerLoop<'_> {
             .collect();
         // The offset log, before the input moves past the batch (and so before any of its
         // output can exist anywhere).
-        if let Some(ckpt) = &self.run.ckpt
-            && self.error.is_none()
-            && let Err(e) = ckpt.log_batch(batch, self.shared.worker, &sources)
-        {
-            tracing::error!(worker = self.shared.worker, batch, error = %e,
-                "offset log not written; stopping the job");
-            self.error = Some(e);
+        if let Some(ckpt) = &self.run.ckpt {
+            ckpt.log_batch(batch, self.shared.worker, &sources);
+            if let Some(message) = ckpt.wal.failure()
+                && self.error.is_none()
+            {
+                self.error = Some(EngineError::Recovery(RecoveryError::OffsetLog { message }));
+            }
         }
         let mut report = WorkerReport {
             finished,

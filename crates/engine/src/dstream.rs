@@ -60,6 +60,8 @@ pub(crate) struct JobShared {
     /// Errors of operators whose builder returns no `Result` (a checkpoint's state that does not
     /// decode, say); the job fails with the first when it is built.
     pub build_errors: RefCell<Vec<crate::error::EngineError>>,
+    /// Outputs of a batch wait here until the batch is in the offset log (checkpointed jobs).
+    pub wal: Option<std::sync::Arc<crate::checkpoint::wal::WalWriter>>,
     /// The first failure of an output operation on this worker; the job stops with it.
     pub output_error: RefCell<Option<crate::error::EngineError>>,
     /// Checkpoint bookkeeping: key groups, batches to save at, state to restore.

@@ -91,6 +91,14 @@ pub enum RecoveryError {
         /// The decoder's message.
         message: String,
     },
+    /// The offset log could not be written, so no output of the batches after it may leave
+    /// the process; the job stops. The operator must look at the checkpoint storage; a restart
+    /// resumes from the last checkpoint.
+    #[error("the offset log could not be written: {message}")]
+    OffsetLog {
+        /// What the storage said.
+        message: String,
+    },
     /// A batch logged before the restart cannot be read again: the input no longer holds it
     /// (retention removed it, or the log was replaced). The user must restore the input or start
     /// anew with `--from-scratch`.

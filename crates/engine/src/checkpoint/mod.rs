@@ -28,6 +28,7 @@ pub mod format;
 pub mod recovery;
 pub(crate) mod state;
 mod store;
+pub(crate) mod wal;
 pub(crate) mod writer;
 
 use std::collections::BTreeMap;

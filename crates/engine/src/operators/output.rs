@@ -130,7 +130,9 @@ impl<'s, T: Data> DStream<'s, T> {
                     rows: rows.len(),
                     processing_time: shared.batch_elapsed(b),
                 };
-                if let Err(message) = f(&info, rows) {
+                // Nothing of a batch leaves the process before the batch is in the offset log.
+                let logged = shared.wal.as_ref().map_or(Ok(()), |w| w.wait_durable(b));
+                if let Err(message) = logged.and_then(|()| f(&info, rows)) {
                     tracing::error!(output, batch = b, error = %message, "output failed; stopping the job");
                     let mut slot = shared.output_error.borrow_mut();
                     slot.get_or_insert(crate::EngineError::Output {
