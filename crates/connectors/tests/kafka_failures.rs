@@ -197,6 +197,49 @@ fn job_restarted_from_its_offsets_after_a_broker_restart_reads_only_the_new_clic
     assert_eq!(offsets.values().sum::<u64>(), events.len() as u64);
 }
 
+/// A job started from offsets inside a record batch (where a checkpoint's offsets usually fall)
+/// reads every record from them on. tansu 0.6 serves a fetch from the first record batch that
+/// starts at or after the offset asked for, not from the one holding it: the source must neither
+/// lose the rest of that batch nor, inside a partition's last batch (where such fetches return
+/// nothing at all), wait for ever.
+#[test]
+fn a_job_started_inside_a_record_batch_reads_every_record_from_its_offsets() {
+    let Some(broker) = Broker::start("a_job_started_inside_a_record_batch") else {
+        return;
+    };
+    let brokers = broker.brokers();
+    let events = clicks(6_000, 250, 19);
+    create_topic(&brokers, "clicks", 2);
+    // Two writes: each partition's records in a few large record batches, the second write's
+    // last.
+    let (first, second) = events.split_at(3_000);
+    write(&brokers, "clicks", first);
+    write(&brokers, "clicks", second);
+    // Offsets count each partition's records from 0 (no gaps).
+    let mut by_partition: HashMap<u32, Vec<ClickEvent>> = HashMap::new();
+    for e in &events {
+        let p = clickpulse_events::partition_for(&e.visitor_id, 2);
+        by_partition.entry(p).or_default().push(e.clone());
+    }
+    // Inside the first write's records, then inside the second's.
+    for sixths in [1, 4] {
+        let start: HashMap<u32, u64> = by_partition
+            .iter()
+            .map(|(&p, es)| (p, (es.len() * sixths / 6 + 7) as u64))
+            .collect();
+        let after: Vec<ClickEvent> = by_partition
+            .iter()
+            .flat_map(|(p, es)| es[start[p] as usize..].iter().cloned())
+            .collect();
+        let source = KafkaSource::new(&brokers, "clicks", "g").unwrap();
+        let (counts, offsets) = count_until_end(source, Some(start.clone()));
+        let read = counts.values().sum::<u64>();
+        assert_eq!(read, after.len() as u64, "from {start:?}");
+        assert_eq!(counts, url_counts(&after), "from {start:?}");
+        assert_eq!(offsets.values().sum::<u64>(), events.len() as u64);
+    }
+}
+
 /// Grows topic `clicks` to three partitions; `false` when the broker cannot (tansu 0.6 has no
 /// CreatePartitions, and re-creating the topic instead crashes librdkafka: see the module docs).
 fn grow_to_three_partitions(brokers: &str) -> bool {

@@ -73,6 +73,12 @@ const MAX_BINARY_TAG: u8 = 0x08;
 ///   is still recovering): a retryable error; the reader assigns the partition again at its
 ///   position after each engine back-off, until the log reaches it, and resumes there.
 ///
+/// A broker that serves a fetch from past the offset asked for — tansu 0.6 does when the offset
+/// is inside a record batch, as a checkpoint's offsets usually are — cannot make the reader skip
+/// records: until a record at or before its position has come after an assignment, the reader
+/// takes neither a later record nor the partition's end, and assigns the partition again
+/// further back instead (dropping the records before its position).
+///
 /// Partitions added to the topic later are found by [`partitions`](PartitionedSource::partitions),
 /// which asks the cluster each time.
 ///
@@ -415,6 +421,8 @@ impl PartitionedSource for KafkaSource {
             partition: kafka_partition,
             queue: Some(queue),
             position: start,
+            // At the log start (or offset 0) no fetch can skip anything.
+            placement: Placement::new(start, from.is_none() || start == 0),
             at_end: false,
             needs_reassign: false,
             pending_error: None,
@@ -645,6 +653,9 @@ struct KafkaPartitionReader {
     queue: Option<PartitionQueue<SourceContext>>,
     /// The next offset to return; records below it are never returned (again).
     position: u64,
+    /// Where the partition was last assigned, and whether the fetches are known to start at
+    /// or before the position since.
+    placement: Placement,
     /// The client said the partition is at its end, and no record came since.
     at_end: bool,
     /// The client stopped fetching (out of range): assign again before reading.
@@ -656,12 +667,65 @@ struct KafkaPartitionReader {
     options: ParseOptions,
 }
 
+/// Whether the broker is known to serve the reader's partition from at or before its position.
+///
+/// A Kafka broker serves a fetch from the record batch holding the offset asked for, and the
+/// client drops the records before that offset. tansu 0.6 serves it from the first record batch
+/// that *starts* at or after the offset (its `fetch` keeps the batches whose base offset is at
+/// least the one asked for), so a partition assigned at an offset inside a record batch — a
+/// restart from a checkpoint, a re-run of a logged batch — would silently lose the rest of that
+/// batch; inside the partition's last batch, the fetches return nothing, and not even the
+/// partition's end, for ever. So after each assignment the reader waits for a record at or
+/// before its position: a record past it, the partition's end, or nothing at all for
+/// [`PLACEMENT_WAIT`] may be such a skip, and the reader then assigns the partition again
+/// further back ([`STEP_BACK`] records, eight times more each time, never before the log start)
+/// and drops the records before its position, as it does after any re-fetch. Assigned at the
+/// log start, nothing can be skipped. A gap that is really in the log (compaction, transaction
+/// markers) is read past once a record before it has come.
+#[derive(Debug, Clone, Copy)]
+struct Placement {
+    /// The offset the partition was last assigned at (at most the position).
+    assigned_at: u64,
+    /// When.
+    since: Instant,
+    /// A record at or before the position has come since, or the assignment was at the log
+    /// start.
+    confirmed: bool,
+}
+
+impl Placement {
+    fn new(assigned_at: u64, confirmed: bool) -> Placement {
+        Placement {
+            assigned_at,
+            since: Instant::now(),
+            confirmed,
+        }
+    }
+
+    /// Nothing has come since an unconfirmed assignment for longer than a fetch takes.
+    fn overdue(&self) -> bool {
+        !self.confirmed && self.since.elapsed() >= PLACEMENT_WAIT
+    }
+}
+
+/// How far before its position a reader first assigns a partition again when the broker may
+/// have skipped records (see [`Placement`]).
+const STEP_BACK: u64 = 1024;
+
+/// How long after an unconfirmed assignment a reader waits for a first record or the
+/// partition's end before it assigns the partition further back (see [`Placement`]): far
+/// longer than a fetch takes (the source fetches with `fetch.wait.max.ms` = 10).
+const PLACEMENT_WAIT: Duration = Duration::from_millis(500);
+
 /// What one `next` call did.
 enum Next {
     Took,
     Skipped,
     Empty,
     End,
+    /// A record past the position, the partition's end, or nothing for too long, before the
+    /// placement was confirmed: assign further back.
+    Unconfirmed,
     Failed(SourceError),
 }
 
@@ -679,15 +743,24 @@ impl KafkaPartitionReader {
             );
         };
         match read_one(queue, wait, &self.options) {
+            Step::Empty if self.placement.overdue() => Next::Unconfirmed,
             Step::Empty => Next::Empty,
+            Step::End if !self.placement.confirmed => Next::Unconfirmed,
             Step::End => {
                 self.at_end = true;
                 Next::End
             }
             Step::Failed(e) => Next::Failed(self.on_error(&e)),
             Step::Record { offset, .. } | Step::Dead { offset, .. } if offset < self.position => {
-                // Re-fetched after a reconnect or a re-seek: already returned.
+                // Re-fetched after a reconnect or a re-seek, or read from before the position
+                // on purpose (see `Placement`): already returned.
+                self.placement.confirmed = true;
                 Next::Skipped
+            }
+            Step::Record { offset, .. } | Step::Dead { offset, .. }
+                if offset > self.position && !self.placement.confirmed =>
+            {
+                Next::Unconfirmed
             }
             Step::Record { offset, event } => {
                 self.advance(offset);
@@ -718,6 +791,7 @@ impl KafkaPartitionReader {
 
     fn advance(&mut self, offset: u64) {
         self.position = offset.saturating_add(1);
+        self.placement.confirmed = true;
         self.at_end = false;
     }
 
@@ -776,13 +850,37 @@ impl KafkaPartitionReader {
     fn reassign(&mut self) -> Result<(), SourceError> {
         let (low, _) = self.inner.watermarks(self.partition)?;
         self.skip_deleted(low)?;
-        self.inner.unassign(self.partition);
-        self.queue = None;
-        self.queue = Some(self.inner.assign(self.partition, self.position)?);
-        self.needs_reassign = false;
-        self.at_end = false;
+        self.assign_at(self.position, low)?;
         tracing::info!(topic = %self.inner.topic, partition = self.partition,
             offset = self.position, "partition assigned again");
+        Ok(())
+    }
+
+    /// Assigns the partition again further before the position, when the broker may have
+    /// served it from past the position (see [`Placement`]).
+    fn step_back(&mut self) -> Result<(), SourceError> {
+        let (low, _) = self.inner.watermarks(self.partition)?;
+        self.skip_deleted(low)?;
+        let back = self
+            .position
+            .saturating_sub(self.placement.assigned_at)
+            .saturating_mul(8)
+            .max(STEP_BACK);
+        let from = self.position.saturating_sub(back).max(low);
+        tracing::debug!(topic = %self.inner.topic, partition = self.partition,
+            position = self.position, from,
+            "no record at or before the position yet: reading from further back");
+        self.assign_at(from, low)
+    }
+
+    /// Assigns the partition at `from` (at most the position) on a new queue.
+    fn assign_at(&mut self, from: u64, low: u64) -> Result<(), SourceError> {
+        self.inner.unassign(self.partition);
+        self.queue = None;
+        self.queue = Some(self.inner.assign(self.partition, from)?);
+        self.placement = Placement::new(from, from <= low);
+        self.needs_reassign = false;
+        self.at_end = false;
         Ok(())
     }
 }
@@ -813,6 +911,8 @@ impl PartitionReader<ClickEvent> for KafkaPartitionReader {
                 Next::Empty if self.at_end => return Ok(ReadStatus::CaughtUp),
                 Next::Empty => return Ok(ReadStatus::More),
                 Next::End => return Ok(ReadStatus::CaughtUp),
+                // Nothing was taken since the assignment (a taken record confirms it).
+                Next::Unconfirmed => self.step_back()?,
                 Next::Failed(e) if taken > 0 => {
                     self.pending_error = Some(e);
                     return Ok(ReadStatus::More);
