@@ -8,8 +8,9 @@
 //! 2. fsync of that staging file: its bytes are on disk;
 //! 3. object_store `rename` of the staging file to the object's path (one `rename(2)`: a reader
 //!    sees the whole old object, the whole new one, or none — also after a crash);
-//! 4. fsync of every directory from the object's parent up to the store's root: the new name
-//!    and any directory created for it are on disk.
+//! 4. fsync of the object's parent directory, and of every directory the rename had to create
+//!    and the one holding it: the new name and any directory created for it are on disk (a
+//!    directory that existed before needs no fsync for entries it already had).
 //!
 //! A crash between 1 and 3 leaves a file under `.clickpulse-staging/`; it is never listed, and
 //! can be deleted while no process writes the store.

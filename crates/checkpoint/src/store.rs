@@ -27,7 +27,7 @@ use crate::runtime::IoRuntime;
 ///
 /// **Atomic and durable puts.** On S3 a `PUT` is atomic and durable when it is acknowledged.
 /// On a local directory a put writes the bytes to a staging file under `.clickpulse-staging/`,
-/// fsyncs it, renames it into place and fsyncs the directories up to the root (the module docs
+/// fsyncs it, renames it into place and fsyncs its directory (and those created for it; the module docs
 /// of `local.rs` say why object_store's own put is not enough). A local `delete` fsyncs the
 /// directory too.
 ///
@@ -199,10 +199,17 @@ impl ObjectCheckpointStore {
     ) -> Result<(), StoreError> {
         let file = |p: &ObjectPath| disk.file(p).map_err(|e| self.io_error("put", path, e));
         local::sync_file(&file(staged)?).map_err(|e| self.io_error("put", path, e))?;
+        let target = file(location)?;
+        // The directories the rename creates, and the first one that exists already (which gets
+        // a new entry): fsyncing those makes the rename durable. Usually only the parent.
+        let missing = target
+            .ancestors()
+            .skip(1)
+            .take_while(|dir| !dir.exists())
+            .count();
         let (objects, from, to) = (Arc::clone(&self.objects), staged.clone(), location.clone());
         self.run("put", path, async move { objects.rename(&from, &to).await })?;
-        local::sync_parents(&file(location)?, location.parts().count())
-            .map_err(|e| self.io_error("put", path, e))
+        local::sync_parents(&target, missing + 1).map_err(|e| self.io_error("put", path, e))
     }
 
     /// Deletes the object; `false` when there was none.
