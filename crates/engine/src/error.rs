@@ -40,6 +40,9 @@ pub enum EngineError {
         message: String,
         /// Whether retrying may help.
         retryable: bool,
+        /// The error beneath the source's report (an I/O or broker error), when it gave one.
+        #[source]
+        cause: Option<std::sync::Arc<dyn std::error::Error + Send + Sync>>,
     },
     /// An output operation failed (for example a file could not be written).
     #[error("output `{output}` failed: {message}")]

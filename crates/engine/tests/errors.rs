@@ -450,6 +450,7 @@ fn assert_source_error(err: EngineError, message_has: &str, retryable_expected: 
             source_name,
             message,
             retryable,
+            ..
         } => {
             assert_eq!(source_name, "broken");
             assert!(message.contains(message_has), "{message}");
@@ -522,6 +523,7 @@ fn a_queue_source_cannot_start_at_an_offset() {
             source_name,
             message,
             retryable: false,
+            ..
         }) => {
             assert_eq!(source_name, "records");
             assert!(message.contains("offset"), "{message}");

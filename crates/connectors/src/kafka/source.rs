@@ -401,7 +401,7 @@ impl PartitionedSource for KafkaSource {
             &self.inner.topic,
             self.inner.metadata_timeout,
         )
-        .map_err(|e| to_source_error(&e))
+        .map_err(to_source_error)
     }
 
     fn open(
@@ -433,11 +433,13 @@ impl PartitionedSource for KafkaSource {
     }
 }
 
-fn to_source_error(e: &Error) -> SourceError {
-    SourceError {
-        message: e.to_string(),
-        retryable: e.is_retryable(),
-    }
+fn to_source_error(e: Error) -> SourceError {
+    let error = if e.is_retryable() {
+        SourceError::retryable(e.to_string())
+    } else {
+        SourceError::fatal(e.to_string())
+    };
+    error.with_cause(e)
 }
 
 impl Inner {

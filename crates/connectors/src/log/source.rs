@@ -61,11 +61,13 @@ impl<T> LogSource<T> {
     }
 }
 
-fn source_error(e: &clickpulse_log::Error) -> SourceError {
-    SourceError {
-        message: e.to_string(),
-        retryable: e.is_retryable(),
-    }
+fn source_error(e: clickpulse_log::Error) -> SourceError {
+    let error = if e.is_retryable() {
+        SourceError::retryable(e.to_string())
+    } else {
+        SourceError::fatal(e.to_string())
+    };
+    error.with_cause(e)
 }
 
 impl<T: Data> PartitionedSource for LogSource<T> {
@@ -86,15 +88,9 @@ impl<T: Data> PartitionedSource for LogSource<T> {
     ) -> Result<Box<dyn PartitionReader<T>>, SourceError> {
         let start = match from {
             Some(offset) => offset,
-            None => self
-                .topic
-                .start_offset(partition)
-                .map_err(|e| source_error(&e))?,
+            None => self.topic.start_offset(partition).map_err(source_error)?,
         };
-        let reader = self
-            .topic
-            .reader(partition, start)
-            .map_err(|e| source_error(&e))?;
+        let reader = self.topic.reader(partition, start).map_err(source_error)?;
         Ok(Box::new(LogPartitionReader {
             reader,
             ahead: Records::default(),
@@ -118,10 +114,7 @@ impl<T> PartitionReader<T> for LogPartitionReader<T> {
         while got < ctx.max_records {
             if self.ahead.is_empty() {
                 let want = READ_AHEAD.max(ctx.max_records - got);
-                self.ahead = self
-                    .reader
-                    .poll_buffer(want)
-                    .map_err(|e| source_error(&e))?;
+                self.ahead = self.reader.poll_buffer(want).map_err(source_error)?;
                 if self.ahead.is_empty() {
                     break;
                 }

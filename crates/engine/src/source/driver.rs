@@ -156,6 +156,7 @@ impl<T: Data> TypedSourceDriver<T> {
             source_name: self.name.clone(),
             message: e.message,
             retryable: e.retryable,
+            cause: e.cause,
         }
     }
 
@@ -229,6 +230,7 @@ impl<T: Data> TypedSourceDriver<T> {
                     source_name: self.name.clone(),
                     message: format!("partition {}: {}", part.id, e.message),
                     retryable: false,
+                    cause: e.cause,
                 });
             }
         };

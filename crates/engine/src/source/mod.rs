@@ -149,6 +149,9 @@ pub struct SourceError {
     pub message: String,
     /// Whether trying again later may succeed (a broker restart) or not (a missing topic).
     pub retryable: bool,
+    /// The error that caused it, kept for the error chain.
+    #[source]
+    pub cause: Option<std::sync::Arc<dyn std::error::Error + Send + Sync>>,
 }
 
 impl SourceError {
@@ -157,6 +160,7 @@ impl SourceError {
         SourceError {
             message: message.into(),
             retryable: true,
+            cause: None,
         }
     }
 
@@ -165,7 +169,23 @@ impl SourceError {
         SourceError {
             message: message.into(),
             retryable: false,
+            cause: None,
         }
+    }
+
+    /// The same failure, caused by `cause`.
+    ///
+    /// # Examples
+    /// ```
+    /// use std::error::Error;
+    /// use clickpulse_engine::source::SourceError;
+    /// let io = std::io::Error::other("disk gone");
+    /// let e = SourceError::fatal("partition 3 cannot be read").with_cause(io);
+    /// assert_eq!(e.source().map(|c| c.to_string()).as_deref(), Some("disk gone"));
+    /// ```
+    pub fn with_cause(mut self, cause: impl std::error::Error + Send + Sync + 'static) -> Self {
+        self.cause = Some(std::sync::Arc::new(cause));
+        self
     }
 }
 
