@@ -8,8 +8,7 @@ mod common;
 
 use std::path::Path;
 
-use clickpulse_events::msnbc;
-use common::{clickpulse, run_checkpointed, run_ok};
+use common::{clickpulse, replay_msnbc, run_checkpointed, run_ok};
 use serde_json::Value;
 
 fn lines(out: &[u8]) -> Vec<Value> {
@@ -37,15 +36,7 @@ fn job(ckpt: &Path, log: &Path) -> std::process::Command {
 fn a_changed_job_is_refused_from_scratch_starts_anew_and_state_reads_checkpoints() {
     let dir = tempfile::tempdir().unwrap();
     let log = dir.path().join("log");
-    run_ok(
-        clickpulse()
-            .args([
-                "replay", "--topic", "clicks", "--limit", "100000", "--input",
-            ])
-            .arg(msnbc::default_msnbc_path())
-            .arg("--log")
-            .arg(&log),
-    );
+    replay_msnbc(&log, Some(100_000));
     let ckpt = dir.path().join("checkpoints");
     run_ok(&mut job(&ckpt, &log));
 
@@ -121,21 +112,12 @@ fn a_changed_job_is_refused_from_scratch_starts_anew_and_state_reads_checkpoints
 fn a_restart_whose_input_lost_logged_batches_says_so() {
     let dir = tempfile::tempdir().unwrap();
     let log = dir.path().join("log");
-    let replay = |limit: &str| {
-        run_ok(
-            clickpulse()
-                .args(["replay", "--topic", "clicks", "--limit", limit, "--input"])
-                .arg(msnbc::default_msnbc_path())
-                .arg("--log")
-                .arg(&log),
-        );
-    };
-    replay("100000");
+    replay_msnbc(&log, Some(100_000));
     let ckpt = dir.path().join("checkpoints");
     // Checkpoints far apart: batches after the last one are only in the offset log.
     run_ok(&mut job_every(&ckpt, &log, "1000"));
     std::fs::remove_dir_all(&log).unwrap();
-    replay("1000");
+    replay_msnbc(&log, Some(1_000));
     let failed = job(&ckpt, &log).output().unwrap();
     assert!(!failed.status.success());
     let why = String::from_utf8_lossy(&failed.stderr);

@@ -11,102 +11,27 @@
 
 mod common;
 
-use std::collections::BTreeMap;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::Stdio;
 use std::time::{Duration, Instant};
 
 use clickpulse_events::msnbc;
-use common::{clickpulse, run_checkpointed, run_ok};
-use serde_json::Value;
+use common::{
+    Moments, clickpulse, newest_checkpoint, replay_msnbc, result_files, run_checkpointed, run_ok,
+    summary,
+};
 
 /// Kills that must land while the job runs.
 const KILLS: usize = 20;
 /// Records per partition per batch: hundreds of batches over the day.
 const CHUNK: &str = "5000";
 
-/// A small deterministic generator for the kill moments (xorshift64*).
-struct Moments(u64);
-
-impl Moments {
-    fn next_below(&mut self, n: u64) -> u64 {
-        self.0 ^= self.0 >> 12;
-        self.0 ^= self.0 << 25;
-        self.0 ^= self.0 >> 27;
-        self.0.wrapping_mul(0x2545_f491_4f6c_dd1d) % n.max(1)
-    }
-}
-
-/// Every result file under `dir` (stream/batch file name → bytes); temporary files of an
-/// interrupted write are not results.
-fn result_files(dir: &Path) -> BTreeMap<PathBuf, Vec<u8>> {
-    let mut files = BTreeMap::new();
-    let Ok(streams) = std::fs::read_dir(dir) else {
-        return files;
-    };
-    for stream in streams.map(|e| e.unwrap().path()) {
-        for file in std::fs::read_dir(&stream)
-            .unwrap()
-            .map(|e| e.unwrap().path())
-        {
-            let name = file.file_name().unwrap().to_string_lossy().into_owned();
-            if name.starts_with('.') {
-                continue;
-            }
-            let key = file.strip_prefix(dir).unwrap().to_path_buf();
-            files.insert(key, std::fs::read(&file).unwrap());
-        }
-    }
-    files
-}
-
-/// The newest checkpoint's batch and the input offsets after it, from `clickpulse state`.
-fn newest_checkpoint(ckpt: &Path) -> Option<(u64, u64)> {
-    let out = clickpulse()
-        .args(["state", "--json", "--checkpoint-dir"])
-        .arg(ckpt)
-        .output()
-        .unwrap();
-    if !out.status.success() {
-        return None;
-    }
-    let text = String::from_utf8_lossy(&out.stdout);
-    let first: Value = serde_json::from_str(text.lines().next()?).ok()?;
-    let c = &first["checkpoint"];
-    let offsets = c["positions"]
-        .as_array()?
-        .iter()
-        .map(|p| p["next_offset"].as_u64().unwrap_or(0))
-        .sum();
-    Some((c["batch"].as_u64()?, offsets))
-}
-
-/// What a `run --json` printed last.
-fn summary(stdout: &[u8]) -> Value {
-    let text = String::from_utf8_lossy(stdout);
-    serde_json::from_str(text.lines().last().unwrap_or_default()).unwrap()
-}
-
 #[test]
 fn killed_runs_resume_and_write_what_an_uninterrupted_run_writes() {
-    let seed = std::env::var("CLICKPULSE_CRASH_SEED")
-        .ok()
-        .and_then(|s| s.parse().ok())
-        .unwrap_or_else(|| {
-            let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH);
-            now.map_or(1, |d| d.as_nanos() as u64) | 1
-        });
-    eprintln!("crash moments seed: {seed} (CLICKPULSE_CRASH_SEED={seed} repeats them)");
-    let mut moments = Moments(seed);
+    let mut moments = Moments::seeded();
     let dir = tempfile::tempdir().unwrap();
     let log = dir.path().join("log");
-    run_ok(
-        clickpulse()
-            .args(["replay", "--topic", "clicks", "--input"])
-            .arg(msnbc::default_msnbc_path())
-            .arg("--log")
-            .arg(&log),
-    );
+    replay_msnbc(&log, None);
     let total = msnbc::EVENTS as u64;
 
     let reference = dir.path().join("reference");
@@ -226,15 +151,7 @@ fn wait_for_checkpoint(
 fn a_checkpoint_restores_with_other_worker_counts() {
     let dir = tempfile::tempdir().unwrap();
     let log = dir.path().join("log");
-    run_ok(
-        clickpulse()
-            .args([
-                "replay", "--topic", "clicks", "--limit", "600000", "--input",
-            ])
-            .arg(msnbc::default_msnbc_path())
-            .arg("--log")
-            .arg(&log),
-    );
+    replay_msnbc(&log, Some(600_000));
     let run = |cmd: &mut std::process::Command, out: &Path, workers: &str| {
         cmd.args(["--until-end", "--json", "--topic", "clicks", "--log"])
             .arg(&log)
@@ -283,15 +200,7 @@ fn a_checkpoint_restores_with_other_worker_counts() {
 fn sigterm_checkpoints_the_last_batch_and_the_next_start_resumes_after_it() {
     let dir = tempfile::tempdir().unwrap();
     let log = dir.path().join("log");
-    run_ok(
-        clickpulse()
-            .args([
-                "replay", "--topic", "clicks", "--limit", "200000", "--input",
-            ])
-            .arg(msnbc::default_msnbc_path())
-            .arg("--log")
-            .arg(&log),
-    );
+    replay_msnbc(&log, Some(200_000));
     let ckpt = dir.path().join("checkpoints");
     let results = dir.path().join("results");
     let start = || {

@@ -40,7 +40,10 @@ use rdkafka::message::{Headers, Message};
 use rdkafka::{ClientConfig, Offset, TopicPartitionList};
 use serde_json::Value;
 
-use common::{Broker, batchless_sorted, clickpulse, run_checkpointed, run_ok, without_batch};
+use common::{
+    Broker, Moments, batchless_sorted, clickpulse, newest_checkpoint, run_checkpointed, run_ok,
+    summary, without_batch,
+};
 
 /// How many canonical MSNBC events go into the input topic.
 const EVENTS: u64 = 300_000;
@@ -51,18 +54,6 @@ const PARTITIONS: &str = "4";
 const KILLS: usize = 8;
 /// Records per partition per batch: dozens of batches.
 const CHUNK: &str = "2000";
-
-/// A small deterministic generator for the kill moments (xorshift64*).
-struct Moments(u64);
-
-impl Moments {
-    fn next_below(&mut self, n: u64) -> u64 {
-        self.0 ^= self.0 >> 12;
-        self.0 ^= self.0 << 25;
-        self.0 ^= self.0 >> 27;
-        self.0.wrapping_mul(0x2545_f491_4f6c_dd1d) % n.max(1)
-    }
-}
 
 /// When a run is killed.
 #[derive(Debug, Clone, Copy)]
@@ -144,34 +135,6 @@ fn file_rows(dir: &Path, stream: &str) -> Vec<Value> {
     file_batches(dir, stream).into_values().flatten().collect()
 }
 
-/// The newest checkpoint's batch and the input offsets after it, from `clickpulse state`.
-fn newest_checkpoint(ckpt: &Path) -> Option<(u64, u64)> {
-    let out = clickpulse()
-        .args(["state", "--json", "--checkpoint-dir"])
-        .arg(ckpt)
-        .output()
-        .unwrap();
-    if !out.status.success() {
-        return None;
-    }
-    let text = String::from_utf8_lossy(&out.stdout);
-    let first: Value = serde_json::from_str(text.lines().next()?).ok()?;
-    let c = &first["checkpoint"];
-    let offsets = c["positions"]
-        .as_array()?
-        .iter()
-        .map(|p| p["next_offset"].as_u64().unwrap_or(0))
-        .sum();
-    Some((c["batch"].as_u64()?, offsets))
-}
-
-/// What a `run --json` printed last.
-fn summary(stdout: &[u8]) -> Value {
-    let text = String::from_utf8_lossy(stdout);
-    let line = text.lines().last().unwrap_or_default();
-    serde_json::from_str(line).unwrap_or_else(|e| panic!("summary `{line}`: {e}"))
-}
-
 /// The last lines of a run's log, for a failure message.
 fn log_tail(path: &Path) -> String {
     let text = std::fs::read_to_string(path).unwrap_or_default();
@@ -184,15 +147,7 @@ fn killed_kafka_runs_resume_and_every_result_row_is_in_its_topic_once() {
     let Some(broker) = Broker::start("kafka_crash") else {
         return;
     };
-    let seed = std::env::var("CLICKPULSE_CRASH_SEED")
-        .ok()
-        .and_then(|s| s.parse().ok())
-        .unwrap_or_else(|| {
-            let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH);
-            now.map_or(1, |d| d.as_nanos() as u64) | 1
-        });
-    eprintln!("crash moments seed: {seed} (CLICKPULSE_CRASH_SEED={seed} repeats them)");
-    let mut moments = Moments(seed);
+    let mut moments = Moments::seeded();
     let dir = tempfile::tempdir().unwrap();
     let input = format!("{}/clicks", broker.url());
     let replayed = run_ok(

@@ -8,43 +8,13 @@
 
 mod common;
 
-use std::collections::BTreeMap;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::Stdio;
 use std::time::{Duration, Instant};
 
-use clickpulse_events::msnbc;
 use clickpulse_testkit::S3Server;
-use common::{clickpulse, run_ok};
+use common::{clickpulse, newest_checkpoint, replay_msnbc, result_files, run_ok};
 use serde_json::Value;
-
-/// Every result file under `dir`, by path relative to it.
-fn result_files(dir: &Path) -> BTreeMap<PathBuf, Vec<u8>> {
-    let mut files = BTreeMap::new();
-    for stream in std::fs::read_dir(dir).unwrap().map(|e| e.unwrap().path()) {
-        for file in std::fs::read_dir(&stream)
-            .unwrap()
-            .map(|e| e.unwrap().path())
-        {
-            if !file.file_name().unwrap().to_string_lossy().starts_with('.') {
-                let key = file.strip_prefix(dir).unwrap().to_path_buf();
-                files.insert(key, std::fs::read(&file).unwrap());
-            }
-        }
-    }
-    files
-}
-
-/// The newest checkpoint's batch at `location`, if there is one.
-fn newest(location: &str) -> Option<u64> {
-    let out = clickpulse()
-        .args(["state", "--json", "--checkpoint-dir", location])
-        .output()
-        .unwrap();
-    let text = String::from_utf8_lossy(&out.stdout);
-    let first: Value = serde_json::from_str(text.lines().next()?).ok()?;
-    first["checkpoint"]["batch"].as_u64()
-}
 
 #[test]
 fn a_job_resumes_from_its_checkpoint_on_s3() {
@@ -55,15 +25,7 @@ fn a_job_resumes_from_its_checkpoint_on_s3() {
     let location = s3.location("ckpt", "jobs/standard");
     let dir = tempfile::tempdir().unwrap();
     let log = dir.path().join("log");
-    run_ok(
-        clickpulse()
-            .args([
-                "replay", "--topic", "clicks", "--limit", "300000", "--input",
-            ])
-            .arg(msnbc::default_msnbc_path())
-            .arg("--log")
-            .arg(&log),
-    );
+    replay_msnbc(&log, Some(300_000));
     let job = |out: &Path| {
         let mut cmd = clickpulse();
         cmd.args(["run", "--until-end", "--json", "--topic", "clicks", "--log"])
@@ -94,7 +56,7 @@ fn a_job_resumes_from_its_checkpoint_on_s3() {
         .unwrap();
     let deadline = Instant::now() + Duration::from_secs(300);
     let first = loop {
-        if let Some(b) = newest(&location) {
+        if let Some((b, _)) = newest_checkpoint(&location) {
             break b;
         }
         assert!(
@@ -109,7 +71,7 @@ fn a_job_resumes_from_its_checkpoint_on_s3() {
     };
     let _ = child.kill();
     child.wait().unwrap();
-    let resumed_at = newest(&location).unwrap();
+    let (resumed_at, _) = newest_checkpoint(&location).unwrap();
     assert!(resumed_at >= first);
 
     let out = run_ok(&mut checkpointed());

@@ -13,8 +13,7 @@ use std::path::Path;
 use std::process::{Child, Stdio};
 use std::time::{Duration, Instant};
 
-use clickpulse_events::msnbc;
-use common::{clickpulse, free_port, run_checkpointed, run_ok};
+use common::{clickpulse, free_port, replay_msnbc, run_checkpointed, run_ok};
 use futures::{SinkExt, StreamExt};
 use serde_json::{Value, json};
 use tokio_tungstenite::tungstenite::Message;
@@ -99,15 +98,7 @@ async fn follow(port: u16, seen: &mut Seen, until: Instant) {
 fn a_websocket_client_gets_every_batch_once_across_kills_and_restarts() {
     let dir = tempfile::tempdir().unwrap();
     let log = dir.path().join("log");
-    run_ok(
-        clickpulse()
-            .args([
-                "replay", "--topic", "clicks", "--limit", "150000", "--input",
-            ])
-            .arg(msnbc::default_msnbc_path())
-            .arg("--log")
-            .arg(&log),
-    );
+    replay_msnbc(&log, Some(150_000));
     let (ckpt, out) = (dir.path().join("checkpoints"), dir.path().join("out"));
     let port = free_port();
     let runtime = tokio::runtime::Builder::new_current_thread()

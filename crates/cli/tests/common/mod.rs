@@ -11,6 +11,8 @@
 
 #![allow(dead_code, unused_imports, clippy::unwrap_used)]
 
+use std::collections::BTreeMap;
+use std::ffi::OsStr;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output};
 
@@ -93,5 +95,97 @@ impl Drop for Running {
     fn drop(&mut self) {
         let _ = self.0.kill();
         let _ = self.0.wait();
+    }
+}
+
+/// Replays the first `limit` canonical MSNBC events (all of them without a limit) into the
+/// embedded log at `log`, topic `clicks`.
+pub fn replay_msnbc(log: &Path, limit: Option<u64>) {
+    let mut cmd = clickpulse();
+    cmd.args(["replay", "--topic", "clicks", "--input"])
+        .arg(clickpulse_events::msnbc::default_msnbc_path())
+        .arg("--log")
+        .arg(log);
+    if let Some(n) = limit {
+        cmd.args(["--limit", &n.to_string()]);
+    }
+    run_ok(&mut cmd);
+}
+
+/// Every result file under `dir` (stream/batch file → bytes); temporary files of an
+/// interrupted write are not results.
+pub fn result_files(dir: &Path) -> BTreeMap<PathBuf, Vec<u8>> {
+    let mut files = BTreeMap::new();
+    let Ok(streams) = std::fs::read_dir(dir) else {
+        return files;
+    };
+    for stream in streams.map(|e| e.unwrap().path()) {
+        for file in std::fs::read_dir(&stream)
+            .unwrap()
+            .map(|e| e.unwrap().path())
+        {
+            if file.file_name().unwrap().to_string_lossy().starts_with('.') {
+                continue;
+            }
+            let key = file.strip_prefix(dir).unwrap().to_path_buf();
+            files.insert(key, std::fs::read(&file).unwrap());
+        }
+    }
+    files
+}
+
+/// The newest checkpoint at `location` (a directory or an `s3://` URL): its batch and the sum
+/// of the input offsets after it, from `clickpulse state --json`.
+pub fn newest_checkpoint(location: impl AsRef<OsStr>) -> Option<(u64, u64)> {
+    let out = clickpulse()
+        .args(["state", "--json", "--checkpoint-dir"])
+        .arg(location)
+        .output()
+        .unwrap();
+    if !out.status.success() {
+        return None;
+    }
+    let text = String::from_utf8_lossy(&out.stdout);
+    let first: serde_json::Value = serde_json::from_str(text.lines().next()?).ok()?;
+    let c = &first["checkpoint"];
+    let offsets = c["positions"]
+        .as_array()?
+        .iter()
+        .map(|p| p["next_offset"].as_u64().unwrap_or(0))
+        .sum();
+    Some((c["batch"].as_u64()?, offsets))
+}
+
+/// What a `run --json` printed last: its summary.
+pub fn summary(stdout: &[u8]) -> serde_json::Value {
+    let text = String::from_utf8_lossy(stdout);
+    let line = text.lines().last().unwrap_or_default();
+    serde_json::from_str(line).unwrap_or_else(|e| panic!("summary `{line}`: {e}"))
+}
+
+/// Random moments for kills, from a seed printed at the start (`CLICKPULSE_CRASH_SEED=N`
+/// repeats a run); xorshift64*.
+pub struct Moments(u64);
+
+impl Moments {
+    /// The seed from `CLICKPULSE_CRASH_SEED`, or the clock; printed.
+    pub fn seeded() -> Moments {
+        let seed = std::env::var("CLICKPULSE_CRASH_SEED")
+            .ok()
+            .and_then(|s| s.parse().ok())
+            .unwrap_or_else(|| {
+                let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH);
+                now.map_or(1, |d| d.as_nanos() as u64) | 1
+            });
+        eprintln!("kill moments seed: {seed} (CLICKPULSE_CRASH_SEED={seed} repeats them)");
+        Moments(seed)
+    }
+
+    /// A number below `n`.
+    pub fn next_below(&mut self, n: u64) -> u64 {
+        self.0 ^= self.0 >> 12;
+        self.0 ^= self.0 << 25;
+        self.0 ^= self.0 >> 27;
+        self.0.wrapping_mul(0x2545_f491_4f6c_dd1d) % n.max(1)
     }
 }
