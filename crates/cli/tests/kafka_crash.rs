@@ -41,8 +41,8 @@ use rdkafka::{ClientConfig, Offset, TopicPartitionList};
 use serde_json::Value;
 
 use common::{
-    Broker, Moments, batchless_sorted, clickpulse, newest_checkpoint, run_checkpointed, run_ok,
-    summary, without_batch,
+    Broker, Moments, all_streams, batchless_sorted, clickpulse, newest_checkpoint,
+    run_checkpointed, run_ok, summary, without_batch,
 };
 
 /// How many canonical MSNBC events go into the input topic.
@@ -97,15 +97,6 @@ fn newest_result_batch(dir: &Path) -> Option<u64> {
                 .ok()
         })
         .max()
-}
-
-/// The streams the job writes: the standard seven and the two side streams.
-fn all_streams() -> Vec<&'static str> {
-    STREAMS
-        .iter()
-        .copied()
-        .chain(["late_events", "dead_letters"])
-        .collect()
 }
 
 /// A stream's result files under `dir`, batch by batch (rows with their `batch` field, in file

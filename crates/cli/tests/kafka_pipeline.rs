@@ -26,20 +26,12 @@ use serde_json::{Value, json};
 use tokio_tungstenite::tungstenite::Message;
 
 use common::{
-    Broker, Running, batchless_sorted, clickpulse, free_port, jsonl_rows, run_ok, without_batch,
+    Broker, Running, all_streams, batchless_sorted, clickpulse, free_port, jsonl_rows, run_ok,
+    without_batch,
 };
 
 /// How many canonical MSNBC events the test replays.
 const EVENTS: usize = 30_000;
-
-/// The streams the job writes: the standard seven and the two side streams.
-fn all_streams() -> Vec<&'static str> {
-    STREAMS
-        .iter()
-        .copied()
-        .chain(["late_events", "dead_letters"])
-        .collect()
-}
 
 /// The first `n` events of the canonical MSNBC replay as NDJSON.
 fn write_msnbc_slice(path: &Path, n: usize) {

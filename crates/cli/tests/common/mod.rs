@@ -189,3 +189,12 @@ impl Moments {
         self.0.wrapping_mul(0x2545_f491_4f6c_dd1d) % n.max(1)
     }
 }
+
+/// The streams the job writes: the standard seven and the two side streams.
+pub fn all_streams() -> Vec<&'static str> {
+    clickpulse_job::STREAMS
+        .iter()
+        .copied()
+        .chain(["late_events", "dead_letters"])
+        .collect()
+}
