@@ -102,6 +102,24 @@ pub enum RecoveryError {
         /// What the storage said.
         message: String,
     },
+    /// A batch re-run after a restart read past its logged end: the input at those offsets is
+    /// not what the batch read the first time (the source skipped records, or the input was
+    /// replaced). Its results would differ, so the run stops.
+    #[error(
+        "batch {batch} of source `{source_name}` partition {partition} was at offset {expected} the first time and is at {got} now: the input changed; restore it or start anew with --from-scratch"
+    )]
+    InputChanged {
+        /// The batch being re-run.
+        batch: u64,
+        /// The source.
+        source_name: String,
+        /// The partition.
+        partition: u32,
+        /// The offset the log recorded.
+        expected: u64,
+        /// Where reading ended now.
+        got: u64,
+    },
     /// A batch logged before the restart cannot be read again: the input no longer holds it
     /// (retention removed it, or the log was replaced). The user must restore the input or start
     /// anew with `--from-scratch`.

@@ -10,6 +10,7 @@ use clickpulse_engine::checkpoint::{
     CheckpointInterval, CheckpointStore, Checkpointing, MemoryStore,
 };
 use clickpulse_engine::event_time::Count;
+use clickpulse_engine::source::{PartitionId, PartitionReader, PartitionedSource, SourceError};
 use clickpulse_engine::testing::VecSource;
 use clickpulse_engine::{
     EngineError, EventTime, Job, RecoveryError, RunMode, RunSummary, State, StreamingContext,
@@ -21,9 +22,9 @@ type Event = (u8, u64);
 type Outputs = Arc<Mutex<BTreeMap<u64, Vec<String>>>>;
 
 /// Every stateful operator over `source`, each output row as text tagged with its operator.
-fn build(
+fn build<S: PartitionedSource<Item = Event> + Clone>(
     job: &mut Job<'_>,
-    source: &VecSource<Event>,
+    source: &S,
     sink: Outputs,
 ) -> clickpulse_engine::Result<()> {
     let et = EventTime::new(|e: &Event| e.1).idle_timeout(Duration::from_secs(3600));
@@ -324,4 +325,81 @@ fn a_changed_job_is_refused_and_from_scratch_starts_anew() {
         after.iter().any(|p| p.starts_with("g0001/")),
         "a new generation"
     );
+}
+
+/// A source whose readers, opened anywhere but at the start, skip one record: what a broker
+/// that serves a fetch from past the offset asked for does.
+#[derive(Clone)]
+struct Skipping(VecSource<Event>);
+
+impl PartitionedSource for Skipping {
+    type Item = Event;
+
+    fn name(&self) -> &str {
+        self.0.name()
+    }
+
+    fn partitions(&self) -> Result<u32, SourceError> {
+        self.0.partitions()
+    }
+
+    fn open(
+        &self,
+        partition: PartitionId,
+        from: Option<u64>,
+    ) -> Result<Box<dyn PartitionReader<Event>>, SourceError> {
+        self.0
+            .open(partition, from.map(|f| if f > 0 { f + 1 } else { f }))
+    }
+}
+
+/// A restart whose input no longer starts a logged batch where it started is refused: its
+/// results would differ under the same batch ids.
+#[test]
+fn a_rerun_batch_whose_input_moved_is_refused() {
+    let parts = vec![
+        (0..40)
+            .map(|i| ((i % 4) as u8, 250 * i))
+            .collect::<Vec<_>>(),
+    ];
+    let source = VecSource::new("events", parts);
+    let store = MemoryStore::default();
+    let (_, summary) = run(1, 2, &source, Some(store.clone())).expect("run");
+    let all = checkpoints(&store);
+    let checkpoint = all[all.len() / 2];
+    let crashed = crashed_copy(&store, Some(checkpoint), Some(summary.batches - 1));
+    let skipping = Skipping(source);
+    let result = StreamingContext::new(Duration::from_secs(1))
+        .and_then(|c| c.max_records_per_partition(2))
+        .map(|c| c.mode(RunMode::UntilEnd))
+        .and_then(|c| {
+            c.checkpointing(
+                Checkpointing::new(Arc::new(crashed))
+                    .interval(CheckpointInterval::Batches(1))
+                    .keep(100_000),
+            )
+        })
+        .and_then(|c| c.run(move |job| build(job, &skipping.0, Arc::default())));
+    // The unskipped source restores fine; the skipping one must not.
+    assert!(result.is_ok(), "{result:?}");
+    let skipping = Skipping(VecSource::new(
+        "events",
+        vec![
+            (0..40)
+                .map(|i| ((i % 4) as u8, 250 * i))
+                .collect::<Vec<_>>(),
+        ],
+    ));
+    let crashed = crashed_copy(&store, Some(checkpoint), Some(summary.batches - 1));
+    let refused = StreamingContext::new(Duration::from_secs(1))
+        .and_then(|c| c.max_records_per_partition(2))
+        .map(|c| c.mode(RunMode::UntilEnd))
+        .and_then(|c| c.checkpointing(Checkpointing::new(Arc::new(crashed))))
+        .and_then(|c| c.run(move |job| build(job, &skipping, Arc::default())));
+    match refused {
+        Err(EngineError::Recovery(RecoveryError::InputChanged { expected, got, .. })) => {
+            assert_eq!(got, expected + 1);
+        }
+        other => panic!("a moved input was not refused: {other:?}"),
+    }
 }

@@ -198,10 +198,23 @@ impl<T: Data> TypedSourceDriver<T> {
         };
         let now = Instant::now();
         // A re-run batch reads exactly its logged range, whatever the cap or the end says.
-        let target = self
+        let range = self
             .replaying
             .as_ref()
-            .map(|(_, r)| r.ranges.get(&part.id).map_or(0, |range| range.1));
+            .map(|(_, r)| r.ranges.get(&part.id).copied());
+        // A re-run batch starts where it started the first time, or its input changed.
+        if let Some(Some((from, _))) = range
+            && part.batch_from != from
+        {
+            return Err(EngineError::Recovery(RecoveryError::InputChanged {
+                batch,
+                source_name: self.name.clone(),
+                partition: part.id,
+                expected: from,
+                got: part.batch_from,
+            }));
+        }
+        let target = range.map(|r| r.map_or(0, |range| range.1));
         let room = match target {
             Some(to) => {
                 usize::try_from(to.saturating_sub(part.reader.position())).unwrap_or(usize::MAX)
@@ -243,6 +256,17 @@ impl<T: Data> TypedSourceDriver<T> {
                 let seen = self.polled.items.iter().map(|x| (et.extract)(x)).max();
                 part.max_ts = part.max_ts.max(seen);
             }
+        }
+        if let Some(to) = target
+            && part.reader.position() > to
+        {
+            return Err(EngineError::Recovery(RecoveryError::InputChanged {
+                batch,
+                source_name: self.name.clone(),
+                partition: part.id,
+                expected: to,
+                got: part.reader.position(),
+            }));
         }
         if let Some(to) = target {
             // Short of the logged range: the records may still be on their way (a broker's
