@@ -689,8 +689,8 @@ struct WorkerLoop<'a> {
     failed_seen: bool,
     /// The last batch, once a stop was decided (it is checkpointed).
     final_batch: Option<BatchId>,
-    /// Where every partition stands after the last completed batch (kept on every worker,
-    /// handed to the checkpoint writer by worker 0).
+    /// Where every partition stands after the last completed batch (kept by worker 0, which
+    /// hands it to the checkpoint writer).
     positions: BTreeMap<(String, PartitionId), PartitionPosition>,
     /// The last batch marked for a checkpoint and when (worker 0 decides when the next is due).
     last_marked: (BatchId, Instant),
@@ -851,7 +851,10 @@ impl WorkerLoop<'_> {
             report.rows += b.rows;
             report.dead_letters += b.dead_letters;
             report.offsets.extend(b.offsets);
-            report.positions.extend(b.positions);
+            // Positions travel only for checkpoints (worker 0 keeps them for the manifest).
+            if self.run.ckpt.is_some() {
+                report.positions.extend(b.positions);
+            }
         }
         self.summary.input_rows += report.rows;
         self.summary.dead_letters += report.dead_letters;
@@ -972,9 +975,11 @@ impl WorkerLoop<'_> {
         let Some(ckpt) = &self.run.ckpt else {
             return;
         };
-        for p in &totals.positions {
-            self.positions
-                .insert((p.source.clone(), p.partition), p.clone());
+        if self.is_reporter {
+            for p in &totals.positions {
+                self.positions
+                    .insert((p.source.clone(), p.partition), p.clone());
+            }
         }
         let Some(operators) = self.shared.ckpt.take(batch) else {
             return;

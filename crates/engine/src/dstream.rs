@@ -73,14 +73,7 @@ impl JobShared {
     /// second instance on (`window_aggregate`, `window_aggregate#2`, …) in build order, which is
     /// the same on every worker.
     pub fn state_name(&self, kind: &'static str) -> String {
-        let mut ops = self.state_ops.borrow_mut();
-        let n = ops.entry(kind).or_default();
-        *n += 1;
-        if *n == 1 {
-            kind.to_string()
-        } else {
-            format!("{kind}#{n}")
-        }
+        numbered(&mut self.state_ops.borrow_mut(), kind)
     }
 
     /// Where a stateful operator of `kind` reports its state size on this worker, under its
@@ -116,6 +109,22 @@ impl JobShared {
             (current, Some(at)) if current == b => at.elapsed(),
             _ => std::time::Duration::ZERO,
         }
+    }
+}
+
+/// The name of the next operator of `kind`, counted in `built`: the kind, numbered from the
+/// second instance on (`window_aggregate`, `window_aggregate#2`, …). Operators are built in the
+/// same order on every worker and every run of a job, so the names are stable.
+pub(crate) fn numbered(
+    built: &mut std::collections::BTreeMap<&'static str, usize>,
+    kind: &'static str,
+) -> String {
+    let n = built.entry(kind).or_default();
+    *n += 1;
+    if *n == 1 {
+        kind.to_string()
+    } else {
+        format!("{kind}#{n}")
     }
 }
 

@@ -109,17 +109,7 @@ pub(crate) struct StateHandle {
 
 impl StateHandle {
     pub(crate) fn new(ckpt: &Rc<WorkerCheckpoint>, kind: &'static str) -> Self {
-        let n = {
-            let mut kinds = ckpt.kinds.borrow_mut();
-            let n = kinds.entry(kind).or_default();
-            *n += 1;
-            *n
-        };
-        let name = if n == 1 {
-            kind.to_string()
-        } else {
-            format!("{kind}#{n}")
-        };
+        let name = crate::dstream::numbered(&mut ckpt.kinds.borrow_mut(), kind);
         ckpt.names.borrow_mut().insert(name.clone());
         StateHandle {
             name,
