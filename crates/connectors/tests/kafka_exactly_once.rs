@@ -14,7 +14,7 @@ use clickpulse_connectors::{ResultBatch, ResultSink};
 use clickpulse_events::JsonRow;
 use rdkafka::ClientConfig;
 use rdkafka::consumer::{BaseConsumer, Consumer};
-use rdkafka::message::{Header, Headers, Message, OwnedHeaders};
+use rdkafka::message::{Header, OwnedHeaders};
 use rdkafka::producer::{BaseProducer, BaseRecord, Producer};
 use rdkafka::{Offset, TopicPartitionList};
 use serde_json::{Value, json};
@@ -100,24 +100,7 @@ fn read_to_end(brokers: &str, topic: &str) -> Vec<Record> {
     while last.elapsed() < Duration::from_millis(1500) && Instant::now() < deadline {
         if let Some(Ok(m)) = consumer.poll(Duration::from_millis(100)) {
             last = Instant::now();
-            let headers = m
-                .headers()
-                .map(|h| {
-                    h.iter()
-                        .map(|h| {
-                            let v = h.value.map(String::from_utf8_lossy).unwrap_or_default();
-                            (h.key.to_string(), v.into_owned())
-                        })
-                        .collect()
-                })
-                .unwrap_or_default();
-            out.push(Record {
-                partition: m.partition(),
-                offset: m.offset(),
-                key: m.key().map(<[u8]>::to_vec),
-                value: m.payload().map(<[u8]>::to_vec).unwrap_or_default(),
-                headers,
-            });
+            out.push(Record::of(&m));
         }
     }
     out.sort_by_key(|r| (r.partition, r.offset));

@@ -66,28 +66,36 @@ pub fn read_all(brokers: &str, topic: &str, expected: usize, timeout: Duration) 
     let mut out = Vec::new();
     while out.len() < expected && Instant::now() < deadline {
         match consumer.poll(Duration::from_millis(100)) {
-            Some(Ok(m)) => out.push(Record {
-                partition: m.partition(),
-                offset: m.offset(),
-                key: m.key().map(<[u8]>::to_vec),
-                value: m.payload().map(<[u8]>::to_vec).unwrap_or_default(),
-                headers: m
-                    .headers()
-                    .map(|h| {
-                        h.iter()
-                            .map(|h| {
-                                let v = h.value.map(String::from_utf8_lossy).unwrap_or_default();
-                                (h.key.to_string(), v.into_owned())
-                            })
-                            .collect()
-                    })
-                    .unwrap_or_default(),
-            }),
+            Some(Ok(m)) => out.push(Record::of(&m)),
             Some(Err(e)) => eprintln!("read_all {topic}: {e}"),
             None => {}
         }
     }
     out
+}
+
+impl Record {
+    /// A consumed message as a record (headers as text).
+    pub fn of(m: &impl Message) -> Record {
+        let headers = m
+            .headers()
+            .map(|h| {
+                h.iter()
+                    .map(|h| {
+                        let v = h.value.map(String::from_utf8_lossy).unwrap_or_default();
+                        (h.key.to_string(), v.into_owned())
+                    })
+                    .collect()
+            })
+            .unwrap_or_default();
+        Record {
+            partition: m.partition(),
+            offset: m.offset(),
+            key: m.key().map(<[u8]>::to_vec),
+            value: m.payload().map(<[u8]>::to_vec).unwrap_or_default(),
+            headers,
+        }
+    }
 }
 
 /// A deterministic click stream: `n` clicks of `visitors` visitors over `urls` urls.
