@@ -50,6 +50,7 @@
 #![deny(clippy::unwrap_used, clippy::indexing_slicing)]
 
 mod batch;
+mod commit;
 mod error;
 mod fsio;
 mod lock;

@@ -3,13 +3,14 @@
 use std::collections::HashMap;
 use std::fs;
 use std::path::{Path, PathBuf};
-use std::sync::{Arc, Condvar, Mutex};
+use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
+use crate::commit::{Commits, Woken};
 use crate::fsio::{self, lock};
 use crate::topic::{self, Topic, TopicInner};
-use crate::{Durability, Error, LogOptions, Result, RetentionReport};
+use crate::{Error, LogOptions, Result, RetentionReport};
 
 /// An embedded log: a directory holding one subdirectory per topic.
 ///
@@ -19,8 +20,9 @@ use crate::{Durability, Error, LogOptions, Result, RetentionReport};
 /// Writing a topic takes its advisory writer lock (one writer process per topic); a log opened
 /// with [`LogOptions::read_only`] takes no locks and may read while another process writes.
 ///
-/// With [`Durability::Interval`] or a [`crate::Retention`] limit, a background thread fsyncs and
-/// applies retention; it stops when the last clone of the `Log` is dropped.
+/// With [`crate::Durability::Interval`], [`crate::Durability::Group`] or a [`crate::Retention`]
+/// limit, a background thread fsyncs and applies retention; it stops when the last clone of the
+/// `Log` is dropped.
 ///
 /// # On disk
 ///
@@ -72,6 +74,7 @@ struct Shared {
     dir: PathBuf,
     options: LogOptions,
     topics: Mutex<HashMap<String, Arc<TopicInner>>>,
+    commits: Arc<Commits>,
 }
 
 impl Log {
@@ -92,6 +95,7 @@ impl Log {
         }
         let shared = Arc::new(Shared {
             dir,
+            commits: Arc::new(Commits::new(options.durability)),
             options,
             topics: Mutex::new(HashMap::new()),
         });
@@ -134,6 +138,7 @@ impl Log {
             name,
             partitions,
             &shared.options,
+            &shared.commits,
         )?);
         topics.insert(name.to_owned(), Arc::clone(&inner));
         Ok(Topic::new(inner))
@@ -152,7 +157,12 @@ impl Log {
         if let Some(inner) = topics.get(name) {
             return Ok(Topic::new(Arc::clone(inner)));
         }
-        let inner = Arc::new(topic::open(&shared.dir, name, &shared.options)?);
+        let inner = Arc::new(topic::open(
+            &shared.dir,
+            name,
+            &shared.options,
+            &shared.commits,
+        )?);
         topics.insert(name.to_owned(), Arc::clone(&inner));
         Ok(Topic::new(inner))
     }
@@ -192,6 +202,12 @@ impl Log {
             .try_for_each(|t| t.sync())
     }
 
+    /// fsyncs of segment files done so far by this log's topics: what a durability setting
+    /// costs.
+    pub fn fsyncs(&self) -> u64 {
+        self.inner.shared.commits.fsyncs()
+    }
+
     /// Applies retention now to every topic opened for writing through this log.
     ///
     /// # Errors
@@ -229,6 +245,7 @@ impl Shared {
     }
 
     fn sync_dirty(&self) {
+        self.commits.committing();
         for inner in self.open_topics() {
             if !inner.needs_sync() {
                 continue;
@@ -252,10 +269,10 @@ fn create_dir_durably(dir: &Path) -> Result<()> {
     Ok(())
 }
 
-/// The background thread: interval fsyncs and periodic retention.
+/// The background thread: interval fsyncs, group commits and periodic retention.
 #[derive(Debug)]
 struct Maintenance {
-    stop: Arc<(Mutex<bool>, Condvar)>,
+    commits: Arc<Commits>,
     handle: Option<JoinHandle<()>>,
 }
 
@@ -263,24 +280,20 @@ impl Maintenance {
     /// Starts the thread if the options need one.
     fn start(shared: &Arc<Shared>) -> Result<Option<Maintenance>> {
         let options = &shared.options;
-        let sync_every = match options.durability {
-            Durability::Interval(every) => Some(every),
-            Durability::None | Durability::EveryBatch => None,
-        };
+        let sync_every = options.durability.background_interval();
         let retention_every =
             (!options.retention.is_forever()).then_some(options.retention_check_interval);
         if options.read_only || (sync_every.is_none() && retention_every.is_none()) {
             return Ok(None);
         }
-        let stop = Arc::new((Mutex::new(false), Condvar::new()));
-        let thread_stop = Arc::clone(&stop);
+        let commits = Arc::clone(&shared.commits);
         let shared = Arc::clone(shared);
         let handle = std::thread::Builder::new()
             .name("clickpulse-log-maintenance".to_owned())
-            .spawn(move || run(&shared, &thread_stop, sync_every, retention_every))
+            .spawn(move || run(&shared, sync_every, retention_every))
             .map_err(|e| Error::io("starting the maintenance thread for", PathBuf::new(), e))?;
         Ok(Some(Maintenance {
-            stop,
+            commits,
             handle: Some(handle),
         }))
     }
@@ -288,9 +301,7 @@ impl Maintenance {
 
 impl Drop for Maintenance {
     fn drop(&mut self) {
-        let (stopped, wake) = &*self.stop;
-        *lock(stopped) = true;
-        wake.notify_all();
+        self.commits.stop();
         if let Some(handle) = self.handle.take() {
             if handle.join().is_err() {
                 tracing::error!("log maintenance thread panicked");
@@ -300,35 +311,19 @@ impl Drop for Maintenance {
 }
 
 /// The thread body: sleeps until the next due task or until stopped.
-fn run(
-    shared: &Shared,
-    stop: &(Mutex<bool>, Condvar),
-    sync_every: Option<Duration>,
-    retention_every: Option<Duration>,
-) {
+fn run(shared: &Shared, sync_every: Option<Duration>, retention_every: Option<Duration>) {
     let due = |every: Option<Duration>| every.map(|e| Instant::now() + e);
     let mut next_sync = due(sync_every);
     let mut next_retention = due(retention_every);
-    let (stopped, wake) = stop;
     loop {
-        let Some(next) = next_sync.into_iter().chain(next_retention).min() else {
+        let next = next_sync.into_iter().chain(next_retention).min();
+        let woken = shared.commits.wait(next);
+        if woken == Woken::Stop {
             return;
-        };
-        {
-            let mut guard = lock(stopped);
-            while !*guard && Instant::now() < next {
-                let timeout = next.saturating_duration_since(Instant::now());
-                guard = match wake.wait_timeout(guard, timeout) {
-                    Ok((guard, _)) => guard,
-                    Err(poisoned) => poisoned.into_inner().0,
-                };
-            }
-            if *guard {
-                return;
-            }
         }
         let now = Instant::now();
-        if next_sync.is_some_and(|t| t <= now) {
+        // A group commit asked for by an appender, or the interval's.
+        if woken == Woken::Commit || next_sync.is_some_and(|t| t <= now) {
             shared.sync_dirty();
             next_sync = due(sync_every);
         }
@@ -346,7 +341,7 @@ mod tests {
     use std::time::Duration;
 
     use super::*;
-    use crate::{Batch, Retention};
+    use crate::{Batch, Durability, Retention};
 
     /// Polls `done` until it holds or a generous deadline passes (a liveness check of the
     /// background thread, not a speed test).
@@ -380,6 +375,56 @@ mod tests {
             .cloned()
             .expect("open topic");
         assert!(eventually(|| !inner.needs_sync()), "never synced");
+    }
+
+    #[test]
+    fn group_commits_make_records_visible_and_count_their_fsyncs() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        // An interval far beyond the test: only the byte limit and explicit syncs commit.
+        let group = Durability::Group {
+            interval: Duration::from_secs(3600),
+            bytes: 1000,
+        };
+        let log = Log::open(dir.path(), LogOptions::default().durability(group)).expect("open");
+        let topic = log.create_topic("t", 2).expect("topic");
+        topic.append(0, &batch(100)).expect("append");
+        assert_eq!(
+            topic.end_offset(0).expect("end"),
+            0,
+            "visible before its commit"
+        );
+        assert_eq!(log.fsyncs(), 0, "no fsync per append");
+        // Crossing the byte limit (across partitions) wakes the background thread.
+        topic.append(1, &batch(1000)).expect("append");
+        assert!(
+            eventually(
+                || topic.end_offset(0).ok() == Some(1) && topic.end_offset(1).ok() == Some(1)
+            ),
+            "the group commit never came"
+        );
+        assert_eq!(log.fsyncs(), 2, "one fsync per partition written");
+        topic.append(0, &batch(10)).expect("append");
+        topic.sync().expect("sync");
+        assert_eq!(
+            topic.end_offset(0).expect("end"),
+            2,
+            "visible after an explicit sync"
+        );
+        assert_eq!(topic.fsyncs(), 3);
+    }
+
+    #[test]
+    fn an_appender_far_ahead_of_the_group_commits_commits_itself() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let group = Durability::Group {
+            interval: Duration::from_secs(3600),
+            bytes: 1,
+        };
+        let log = Log::open(dir.path(), LogOptions::default().durability(group)).expect("open");
+        let topic = log.create_topic("t", 1).expect("topic");
+        // One batch is more than four limits: the append commits before it returns.
+        topic.append(0, &batch(100)).expect("append");
+        assert_eq!(topic.end_offset(0).expect("end"), 1);
     }
 
     #[test]

@@ -31,6 +31,45 @@ pub enum Durability {
     /// never wait for an fsync except at a segment roll. Topics that outlive their
     /// [`crate::Log`] handle are synced once when dropped.
     Interval(Duration),
+    /// Group commit: appends return after their `write(2)`; a background thread fsyncs every
+    /// partition written to (one *group commit*) once `bytes` were appended across the log's
+    /// partitions since the last one, and at least every `interval`. In-process readers see
+    /// a record once its group commit is done, as under [`Durability::EveryBatch`]; a writer
+    /// that needs its records durable now (the end of a replay) calls [`crate::Topic::sync`]
+    /// or [`crate::Log::sync`]. When the background thread falls four limits behind, the
+    /// appender commits itself.
+    ///
+    /// Guarantees: a process crash loses nothing that was written. A machine crash loses at
+    /// most the records written since the last group commit: about `bytes` (at most four times
+    /// `bytes`) or `interval`, whichever is less; everything before a returned
+    /// [`crate::Topic::sync`] survives it. Appends never wait for an fsync except at a segment
+    /// roll and under back-pressure. Topics that outlive their [`crate::Log`] handle are synced
+    /// once when dropped.
+    Group {
+        /// The longest a written record waits for its group commit.
+        interval: Duration,
+        /// Bytes written across the log's partitions that start a group commit.
+        bytes: u64,
+    },
+}
+
+impl Durability {
+    /// Whether an append is visible to readers as soon as it is written (rather than once it
+    /// is durable).
+    pub(crate) fn visible_when_written(self) -> bool {
+        matches!(self, Durability::None | Durability::Interval(_))
+    }
+
+    /// How often the background thread fsyncs, if it does.
+    pub(crate) fn background_interval(self) -> Option<Duration> {
+        match self {
+            Durability::Interval(every)
+            | Durability::Group {
+                interval: every, ..
+            } => Some(every),
+            Durability::None | Durability::EveryBatch => None,
+        }
+    }
 }
 
 /// Which old segments retention deletes. Both limits apply per partition; the segment being
@@ -185,6 +224,13 @@ impl LogOptions {
                 "Durability::Interval needs a positive interval (use EveryBatch to sync every append)",
             ));
         }
+        if let Durability::Group { interval, bytes } = self.durability {
+            if interval.is_zero() || bytes == 0 {
+                return Err(Error::InvalidArgument(
+                    "Durability::Group needs a positive interval and byte count",
+                ));
+            }
+        }
         if self.retention_check_interval.is_zero() {
             return Err(Error::InvalidArgument(
                 "retention_check_interval must be positive",
@@ -212,5 +258,9 @@ mod tests {
         assert!(matches!(options.validate(), Err(Error::InvalidArgument(_))));
         let options = LogOptions::default().segment_bytes(10);
         assert!(matches!(options.validate(), Err(Error::InvalidArgument(_))));
+        for (interval, bytes) in [(Duration::ZERO, 1), (Duration::from_secs(1), 0)] {
+            let options = LogOptions::default().durability(Durability::Group { interval, bytes });
+            assert!(matches!(options.validate(), Err(Error::InvalidArgument(_))));
+        }
     }
 }

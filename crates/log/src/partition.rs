@@ -9,6 +9,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
 use std::time::SystemTime;
 
+use crate::commit::Commits;
 use crate::format::{BATCH_HEADER_LEN, BatchHeader, Verify};
 use crate::fsio::{self, lock};
 use crate::recovery::{self, PartitionName, RecoveryReport};
@@ -16,22 +17,24 @@ use crate::retention::{self, RetentionReport, SegmentAge};
 use crate::segment::{self, Position, ReadRequest, ReadStop, Segment};
 use crate::{Batch, Durability, Error, LogOptions, Records, Result, Retention};
 
-/// The options a partition needs.
-#[derive(Debug, Clone, Copy)]
+/// The options a partition needs, and what it shares with the log about fsyncs.
+#[derive(Debug, Clone)]
 pub(crate) struct PartitionConfig {
     pub durability: Durability,
     pub segment_bytes: u64,
     pub index_interval: u64,
     pub max_read_bytes: usize,
+    pub commits: Arc<Commits>,
 }
 
-impl From<&LogOptions> for PartitionConfig {
-    fn from(options: &LogOptions) -> Self {
+impl PartitionConfig {
+    pub(crate) fn new(options: &LogOptions, commits: Arc<Commits>) -> Self {
         PartitionConfig {
             durability: options.durability,
             segment_bytes: options.segment_bytes,
             index_interval: options.index_interval_bytes,
             max_read_bytes: options.max_read_bytes,
+            commits,
         }
     }
 }
@@ -173,7 +176,7 @@ impl Partition {
             w.segment.extend_index(at, next, self.config.index_interval);
             w.pos = next.pos;
             w.next_offset = next.offset;
-            if self.config.durability != Durability::EveryBatch {
+            if self.config.durability.visible_when_written() {
                 self.end.store(next.offset, Ordering::Release);
             }
             at.offset..next.offset
@@ -216,6 +219,7 @@ impl Partition {
             if let Err(err) = sync_data(&w.file) {
                 return Err(self.poison(w, "fsync", err));
             }
+            self.config.commits.counted_fsync();
         }
         let (segment, file) = match Segment::create(&self.dir, w.next_offset) {
             Ok(created) => created,
@@ -251,6 +255,7 @@ impl Partition {
             tracing::error!(segment = %segment.path.display(), %err, "fsync failed; partition poisoned");
             return Err(err);
         }
+        self.config.commits.counted_fsync();
         *durable = written;
         self.end.fetch_max(written, Ordering::Release);
         Ok(())
@@ -543,7 +548,7 @@ impl Partition {
 
 impl Drop for Partition {
     fn drop(&mut self) {
-        if !matches!(self.config.durability, Durability::Interval(_)) || !self.needs_sync() {
+        if self.config.durability.background_interval().is_none() || !self.needs_sync() {
             return;
         }
         if let Err(err) = self.sync() {
@@ -625,6 +630,7 @@ mod tests {
             segment_bytes: 4096,
             index_interval: 1,
             max_read_bytes: 4096,
+            commits: Arc::new(Commits::new(durability)),
         };
         let (partition, report) =
             Partition::open_writer(Arc::from("t"), 0, dir.to_path_buf(), config).expect("open");

@@ -7,6 +7,8 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::SystemTime;
 
+use crate::commit::{AfterAppend, Commits};
+use crate::format::BATCH_HEADER_LEN;
 use crate::fsio;
 use crate::lock::{self, Acquired, WriterLock};
 use crate::partition::{Partition, PartitionConfig};
@@ -62,6 +64,7 @@ pub(crate) struct TopicInner {
     recovery: Vec<RecoveryReport>,
     retention: Retention,
     read_only: bool,
+    commits: Arc<Commits>,
     _lock: Option<WriterLock>,
 }
 
@@ -73,6 +76,12 @@ impl Topic {
     /// The topic's name.
     pub fn name(&self) -> &str {
         &self.inner.name
+    }
+
+    /// fsyncs of segment files done so far by the log this topic was opened through (all its
+    /// topics): what a durability setting costs.
+    pub fn fsyncs(&self) -> u64 {
+        self.inner.commits.fsyncs()
     }
 
     /// The number of partitions (fixed at creation).
@@ -106,7 +115,12 @@ impl Topic {
     /// [`Error::Io`] if the write or fsync failed; [`Error::Poisoned`] after an earlier failed
     /// fsync of this partition.
     pub fn append(&self, partition: u32, batch: &Batch) -> Result<Range<u64>> {
-        self.partition(partition)?.append(batch)
+        let range = self.partition(partition)?.append(batch)?;
+        let written = (BATCH_HEADER_LEN + batch.payload().len()) as u64;
+        if self.inner.commits.appended(written) == AfterAppend::CommitHere {
+            self.inner.sync()?;
+        }
+        Ok(range)
     }
 
     /// Reads up to `max_records` records of `partition`, starting at offset `from`.
@@ -246,6 +260,7 @@ pub(crate) fn create(
     name: &str,
     partitions: u32,
     options: &LogOptions,
+    commits: &Arc<Commits>,
 ) -> Result<TopicInner> {
     validate_name(name)?;
     if partitions == 0 || partitions > MAX_PARTITIONS {
@@ -268,7 +283,7 @@ pub(crate) fn create(
                 requested: partitions,
             });
         }
-        return open_partitions(name, dir, existing, options, Some(lock));
+        return open_partitions(name, dir, existing, options, commits, Some(lock));
     }
     for p in 0..partitions {
         let partition_dir = dir.join(p.to_string());
@@ -281,26 +296,31 @@ pub(crate) fn create(
     fsio::sync_dir(&dir).map_err(|e| Error::io("fsyncing directory", &dir, e))?;
     // Partitions first (each creates its first segment), metadata last: a topic whose metadata
     // exists is complete.
-    let topic = open_partitions(name, dir, partitions, options, Some(lock))?;
+    let topic = open_partitions(name, dir, partitions, options, commits, Some(lock))?;
     write_meta(&topic.dir, partitions)?;
     Ok(topic)
 }
 
 /// Opens an existing topic, for writing or (with `options.read_only`) for reading.
-pub(crate) fn open(log_dir: &Path, name: &str, options: &LogOptions) -> Result<TopicInner> {
+pub(crate) fn open(
+    log_dir: &Path,
+    name: &str,
+    options: &LogOptions,
+    commits: &Arc<Commits>,
+) -> Result<TopicInner> {
     validate_name(name)?;
     let dir = log_dir.join(name);
     let not_found = || Error::TopicNotFound(name.to_owned());
     if options.read_only {
         let partitions = read_meta(&dir)?.ok_or_else(not_found)?;
-        return open_partitions(name, dir, partitions, options, None);
+        return open_partitions(name, dir, partitions, options, commits, None);
     }
     if read_meta(&dir)?.is_none() {
         return Err(not_found());
     }
     let lock = acquire_lock(name, &dir)?;
     let partitions = read_meta(&dir)?.ok_or_else(not_found)?;
-    open_partitions(name, dir, partitions, options, Some(lock))
+    open_partitions(name, dir, partitions, options, commits, Some(lock))
 }
 
 fn acquire_lock(name: &str, dir: &Path) -> Result<WriterLock> {
@@ -321,17 +341,18 @@ fn open_partitions(
     dir: PathBuf,
     partitions: u32,
     options: &LogOptions,
+    commits: &Arc<Commits>,
     lock: Option<WriterLock>,
 ) -> Result<TopicInner> {
     let topic: Arc<str> = Arc::from(name);
-    let config = PartitionConfig::from(options);
+    let config = PartitionConfig::new(options, Arc::clone(commits));
     let mut opened = Vec::with_capacity(partitions as usize);
     let mut recovery = Vec::new();
     for p in 0..partitions {
         let partition_dir = dir.join(p.to_string());
         if lock.is_some() {
             let (partition, report) =
-                Partition::open_writer(Arc::clone(&topic), p, partition_dir, config)?;
+                Partition::open_writer(Arc::clone(&topic), p, partition_dir, config.clone())?;
             opened.push(partition);
             recovery.extend(report);
         } else {
@@ -339,7 +360,7 @@ fn open_partitions(
                 Arc::clone(&topic),
                 p,
                 partition_dir,
-                config,
+                config.clone(),
             )?);
         }
     }
@@ -350,6 +371,7 @@ fn open_partitions(
         recovery,
         retention: options.retention,
         read_only: lock.is_none(),
+        commits: Arc::clone(commits),
         _lock: lock,
     })
 }
