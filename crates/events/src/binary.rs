@@ -119,6 +119,26 @@ pub fn encode(event: &ClickEvent, out: &mut Vec<u8>) {
     }
 }
 
+/// Appends the encoding of a page view with no optional field — exactly what [`encode`]
+/// appends for `ClickEvent::page_view(ts_ms, visitor_id, url)` — without building the event.
+///
+/// # Examples
+/// ```
+/// use clickpulse_events::{binary, ClickEvent};
+/// let (mut a, mut b) = (Vec::new(), Vec::new());
+/// binary::encode_page_view(938476800000, "v0", "/frontpage", &mut a);
+/// binary::encode(&ClickEvent::page_view(938476800000, "v0", "/frontpage"), &mut b);
+/// assert_eq!(a, b);
+/// ```
+pub fn encode_page_view(ts_ms: u64, visitor_id: &str, url: &str, out: &mut Vec<u8>) {
+    out.reserve(2 + varint_len(ts_ms) + str_len(visitor_id) + str_len(url));
+    out.push(VERSION);
+    out.push(0);
+    put_varint(out, ts_ms);
+    put_str(out, visitor_id);
+    put_str(out, url);
+}
+
 /// The number of bytes [`encode`] appends for `event`.
 pub fn encoded_len(event: &ClickEvent) -> usize {
     let optional: usize = event

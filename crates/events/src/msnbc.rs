@@ -18,7 +18,8 @@
 //!
 //! [`load`] applies it: it reads the whole file, sorts compact [`MsnbcClick`]s (16 bytes
 //! each, about 75 MB for the published file) and materialises [`ClickEvent`]s only as they
-//! are iterated.
+//! are iterated. [`scan`] and [`MsnbcFile::clicks`] give the same clicks in the same order in
+//! bounded memory (reading the file twice), for a replay of a file of any size.
 //!
 //! # Examples
 //! ```
@@ -39,6 +40,10 @@ use std::path::{Path, PathBuf};
 use thiserror::Error;
 
 use crate::ClickEvent;
+
+mod ordered;
+
+pub use ordered::{MsnbcFile, OrderedClicks, scan};
 
 /// The event time of the first click of the first visit: 1999-09-28T00:00:00Z.
 pub const BASE_TS_MS: u64 = 938_476_800_000;
@@ -123,6 +128,12 @@ pub enum MsnbcError {
     /// The file has more than `u32::MAX` sequence lines.
     #[error("more than {} sequence lines", u32::MAX)]
     TooManySequences,
+    /// The file changed between [`scan`] and a read of its clicks.
+    #[error("{} changed while it was being read", path.display())]
+    Changed {
+        /// The file.
+        path: PathBuf,
+    },
 }
 
 /// The path of the published file in this checkout: `data/msnbc990928.seq.gz` under the
@@ -139,7 +150,11 @@ pub fn default_msnbc_path() -> PathBuf {
 /// # Errors
 /// [`MsnbcError::Open`] if the file cannot be opened, and any error of [`read`].
 pub fn load(path: impl AsRef<Path>) -> Result<MsnbcStream> {
-    let path = path.as_ref();
+    read(open_text(path.as_ref())?)
+}
+
+/// Opens an MSNBC file as text: gunzipped when it starts with gzip's magic bytes.
+fn open_text(path: &Path) -> Result<Box<dyn BufRead + Send>> {
     let file = File::open(path).map_err(|source| MsnbcError::Open {
         path: path.to_owned(),
         source,
@@ -150,9 +165,9 @@ pub fn load(path: impl AsRef<Path>) -> Result<MsnbcStream> {
         .map_err(|source| MsnbcError::Io { line: 1, source })?;
     if magic.starts_with(&[0x1f, 0x8b]) {
         let text = flate2::bufread::MultiGzDecoder::new(reader);
-        read(BufReader::with_capacity(1 << 16, text))
+        Ok(Box::new(BufReader::with_capacity(1 << 16, text)))
     } else {
-        read(reader)
+        Ok(Box::new(reader))
     }
 }
 
@@ -346,12 +361,46 @@ impl MsnbcClick {
     }
 }
 
+/// The categories of a file's header and their urls.
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct Urls {
+    names: Vec<String>,
+    /// `"/" + name` for each category, in id order.
+    urls: Vec<String>,
+}
+
+impl Urls {
+    fn new(names: Vec<String>) -> Self {
+        let urls = names.iter().map(|name| format!("/{name}")).collect();
+        Urls { names, urls }
+    }
+
+    fn names(&self) -> &[String] {
+        &self.names
+    }
+
+    fn len(&self) -> usize {
+        self.names.len()
+    }
+
+    fn url(&self, category_id: u8) -> Option<&str> {
+        let index = usize::from(category_id).checked_sub(1)?;
+        self.urls.get(index).map(String::as_str)
+    }
+
+    fn event(&self, click: &MsnbcClick) -> ClickEvent {
+        ClickEvent::page_view(
+            click.ts_ms(),
+            format!("v{}", click.visitor()),
+            self.url(click.category).unwrap_or_default(),
+        )
+    }
+}
+
 /// The clicks of an MSNBC file in canonical order, with the file's categories.
 #[derive(Debug, Clone)]
 pub struct MsnbcStream {
-    categories: Vec<String>,
-    /// `"/" + name` for each category, in id order.
-    urls: Vec<String>,
+    urls: Urls,
     clicks: Vec<MsnbcClick>,
     sequences: u32,
 }
@@ -367,10 +416,8 @@ impl MsnbcStream {
             click.ts_offset_ms = u32::try_from(offset).unwrap_or(u32::MAX);
         }
         clicks.sort_unstable();
-        let urls = categories.iter().map(|name| format!("/{name}")).collect();
         MsnbcStream {
-            categories,
-            urls,
+            urls: Urls::new(categories),
             clicks,
             sequences,
         }
@@ -378,13 +425,12 @@ impl MsnbcStream {
 
     /// The category names from the header; category id `k` is `categories()[k - 1]`.
     pub fn categories(&self) -> &[String] {
-        &self.categories
+        self.urls.names()
     }
 
     /// The url of a 1-based category id (`"/" + name`), if there is such a category.
     pub fn url(&self, category_id: u8) -> Option<&str> {
-        let index = usize::from(category_id).checked_sub(1)?;
-        self.urls.get(index).map(String::as_str)
+        self.urls.url(category_id)
     }
 
     /// N: the number of sequence lines (visits) in the file.
@@ -409,11 +455,7 @@ impl MsnbcStream {
 
     /// The click event of a compact click.
     pub fn event(&self, click: &MsnbcClick) -> ClickEvent {
-        ClickEvent::page_view(
-            click.ts_ms(),
-            format!("v{}", click.visitor()),
-            self.url(click.category).unwrap_or_default(),
-        )
+        self.urls.event(click)
     }
 
     /// The event at `index` in canonical order, if there is one.

@@ -204,3 +204,19 @@ fn iteration_materialises_the_same_events_as_get() {
     }
     assert!(tail.windows(2).all(|w| w[0].ts_ms <= w[1].ts_ms));
 }
+
+#[test]
+fn the_bounded_reader_yields_the_canonical_order_of_the_whole_file() {
+    let file = msnbc::scan(msnbc::default_msnbc_path()).expect("scannable file");
+    let stream = stream();
+    assert_eq!(file.len(), stream.len() as u64);
+    assert_eq!(file.sequence_count(), stream.sequence_count());
+    assert_eq!(file.categories(), stream.categories());
+    let mut streamed = 0usize;
+    for (got, want) in file.clicks().expect("readable").zip(stream.clicks()) {
+        let got = got.expect("no read error");
+        assert_eq!(&got, want, "click {streamed}");
+        streamed += 1;
+    }
+    assert_eq!(streamed, stream.len());
+}

@@ -2,6 +2,7 @@
 
 mod common;
 
+use clickpulse_events::ClickEvent;
 use clickpulse_events::binary::{self, DecodeError};
 use proptest::prelude::*;
 
@@ -20,6 +21,13 @@ proptest! {
         prop_assert_eq!(bytes.len(), binary::encoded_len(&event));
         prop_assert_eq!(bytes[0], binary::VERSION);
         prop_assert_eq!(binary::decode(&bytes), Ok(event));
+    }
+
+    #[test]
+    fn a_page_view_encodes_as_its_event_does(ts in any::<u64>(), visitor in ".{0,40}", url in ".{0,200}") {
+        let mut direct = Vec::new();
+        binary::encode_page_view(ts, &visitor, &url, &mut direct);
+        prop_assert_eq!(direct, encoded(&ClickEvent::page_view(ts, visitor, url)));
     }
 
     #[test]
