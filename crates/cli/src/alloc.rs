@@ -10,7 +10,7 @@
 
 #[cfg(test)]
 use libmimalloc_sys::mi_option_get;
-use libmimalloc_sys::{mi_option_set, mi_option_t};
+use libmimalloc_sys::{mi_option_set, mi_option_t, mi_process_info};
 
 /// mimalloc's `mi_option_purge_delay` (its place in `mi_option_e`, the same in mimalloc 2 and 3;
 /// the bindings do not name it).
@@ -32,6 +32,29 @@ fn set_purge_delay(ms: i64) {
     unsafe {
         mi_option_set(PURGE_DELAY, ms as _);
     }
+}
+
+/// The most memory mimalloc has had committed at once in this process, in bytes: the
+/// allocator's peak, which (unlike the resident set) does not include the binary, thread
+/// stacks or the kernel's accounting of mapped files.
+pub fn peak_committed_bytes() -> Option<u64> {
+    let mut peak: usize = 0;
+    #[allow(unsafe_code)]
+    // SAFETY: mi_process_info writes only through the non-null out-pointers it is given (each
+    // may be null); `peak` outlives the call.
+    unsafe {
+        mi_process_info(
+            std::ptr::null_mut(),
+            std::ptr::null_mut(),
+            std::ptr::null_mut(),
+            std::ptr::null_mut(),
+            std::ptr::null_mut(),
+            std::ptr::null_mut(),
+            &mut peak,
+            std::ptr::null_mut(),
+        );
+    }
+    u64::try_from(peak).ok().filter(|&p| p > 0)
 }
 
 /// The purge delay now in force, in ms (-1: never).

@@ -16,7 +16,7 @@ use clickpulse_log::{Durability, Log, LogOptions};
 use clickpulse_server::{LogAppender, Metrics};
 
 use crate::jobrun::JobRun;
-use crate::replay::{Pace, Replayer};
+use crate::replay::{LogReplayWriter, Pace, ReadAhead, Replayer};
 use crate::server::{Served, stop_on_signal_with};
 
 /// `clickpulse demo`
@@ -93,28 +93,34 @@ pub fn run(args: DemoArgs) -> anyhow::Result<()> {
     )?;
 
     let path = msnbc_path(args.input.clone());
-    let stream = msnbc::load(&path).with_context(|| format!("loading {}", path.display()))?;
+    let file = msnbc::scan(&path).with_context(|| format!("reading {}", path.display()))?;
     println!(
         "clickpulse demo: dashboard at http://{} — replaying {} MSNBC clicks at {}x; Ctrl-C to stop",
         served.addr,
-        stream.len(),
+        file.len(),
         args.speed
     );
 
     let stopping = Arc::new(AtomicBool::new(false));
     let replay_stop = Arc::clone(&stopping);
-    let mut writer = LogWriter::new(topic.clone());
+    let clicks = file
+        .clicks()
+        .with_context(|| format!("reading {}", path.display()))?
+        .map(|c| c.context("reading the MSNBC file"));
+    let mut clicks = ReadAhead::start(clicks)?;
+    let mut writer = LogReplayWriter::new(LogWriter::new(topic.clone()), false).with_msnbc(file);
     let speed = args.speed;
     let replay = std::thread::Builder::new()
         .name("replay".into())
         .spawn(move || {
-            let mut replayer = Replayer {
+            let mut replayer: Replayer<'_, msnbc::MsnbcClick> = Replayer {
                 writer: &mut writer,
                 pace: Pace::Speed(speed),
                 chunk: 2_000,
                 progress: None,
             };
-            match replayer.run(stream.iter(), || replay_stop.load(Ordering::Relaxed)) {
+            let replayed = replayer.run(&mut clicks, || replay_stop.load(Ordering::Relaxed));
+            match replayed.and_then(|s| clicks.finish().map(|()| s)) {
                 Ok(s) => tracing::info!(events = s.events, "demo replay finished"),
                 Err(e) => tracing::error!(error = %e, "demo replay failed"),
             }

@@ -1,20 +1,35 @@
 //! `clickpulse replay`: clicks from a file into the embedded log or a Kafka topic, paced or as
-//! fast as possible.
+//! fast as possible, in bounded memory.
+//!
+//! A reading thread decodes the file (and, for MSNBC, puts the clicks in canonical order) a
+//! chunk at a time; the calling thread encodes and writes them. At most a few chunks are in
+//! flight, so memory does not grow with the file.
 
 use std::io::Write;
 use std::path::{Path, PathBuf};
+use std::sync::mpsc;
+use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 use anyhow::Context;
 use clap::Args;
 use clickpulse_connectors::kafka::{KafkaClickWriter, KafkaUrl, ensure_topic};
-use clickpulse_connectors::log::LogWriter;
-use clickpulse_events::{ClickEvent, Format, LineParser, msnbc};
+use clickpulse_connectors::log::{LogBatches, LogWriter};
+use clickpulse_events::msnbc::{self, MsnbcClick, MsnbcFile};
+use clickpulse_events::{ClickEvent, Format, LineParser};
 use clickpulse_log::{Durability, Log, LogOptions};
 use indicatif::{ProgressBar, ProgressStyle};
 
 /// How long creating the Kafka topic and reading its metadata may take.
 const KAFKA_TIMEOUT: Duration = Duration::from_secs(10);
+/// The default durability's group commit: at least every 100 ms and every 8 MiB.
+const GROUP_COMMIT: Durability = Durability::Group {
+    interval: Duration::from_millis(100),
+    bytes: 8 << 20,
+};
+/// Clicks the reading thread hands over at once, and chunks it may have in flight.
+const READ_CHUNK: usize = 8_192;
+const READ_AHEAD_CHUNKS: usize = 2;
 
 /// `clickpulse replay`
 #[derive(Debug, Args)]
@@ -48,25 +63,50 @@ pub struct ReplayArgs {
     /// Replay at the events' own clock sped up by this factor (60 = an hour of clicks a minute).
     #[arg(long)]
     speed: Option<f64>,
-    /// When embedded-log appends are fsynced: none, batch (every append) or an interval such as
-    /// 100ms (not with --to: the broker decides).
-    #[arg(long, default_value = "batch", conflicts_with = "to")]
+    /// When embedded-log appends are fsynced: group (one group commit every 8 MiB across
+    /// partitions or 100 ms, and at the end), batch (every append), none (never), or an
+    /// interval such as 100ms (in the background). With group, batch and an interval, every
+    /// event of a replay that ends successfully is on stable storage. Not with --to: the broker
+    /// decides.
+    #[arg(long, default_value = "group", conflicts_with = "to")]
     durability: String,
     /// Where unparseable lines are kept (JSON Lines with their position).
     #[arg(long, default_value = "dead-letters.jsonl")]
     dead_letters: PathBuf,
+    /// Print the summary as one JSON object (events, wall and append times, fsyncs, peak
+    /// memory) instead of a sentence.
+    #[arg(long)]
+    json: bool,
+}
+
+/// Something replayed: a click, whole or compact, with its event time (for pacing).
+pub trait Timed {
+    /// The event time, ms since the Unix epoch.
+    fn ts_ms(&self) -> u64;
+}
+
+impl Timed for ClickEvent {
+    fn ts_ms(&self) -> u64 {
+        self.ts_ms
+    }
+}
+
+impl Timed for MsnbcClick {
+    fn ts_ms(&self) -> u64 {
+        MsnbcClick::ts_ms(self)
+    }
 }
 
 /// Where a replay writes its clicks.
-pub trait ClickWriter {
-    /// Writes `events` after those written before. They may still be on their way when this
+pub trait ClickWriter<T = ClickEvent> {
+    /// Writes `clicks` after those written before. They may still be on their way when this
     /// returns: [`flush`](Self::flush) waits until they are stored.
     ///
     /// # Errors
     /// The log's or the broker's error, with what was being written to.
-    fn write_clicks(&mut self, events: &[ClickEvent]) -> anyhow::Result<()>;
+    fn write_clicks(&mut self, clicks: &[T]) -> anyhow::Result<()>;
 
-    /// Returns once every event written so far is stored.
+    /// Returns once every click written so far is stored.
     ///
     /// # Errors
     /// The log's or the broker's error, with what was being written to.
@@ -74,7 +114,7 @@ pub trait ClickWriter {
 }
 
 impl ClickWriter for LogWriter {
-    /// Appends at once: a log append returns when the events are stored.
+    /// Appends at once: a log append returns when the events are written.
     fn write_clicks(&mut self, events: &[ClickEvent]) -> anyhow::Result<()> {
         self.append(events).context("appending to the log")?;
         Ok(())
@@ -82,6 +122,81 @@ impl ClickWriter for LogWriter {
 
     fn flush(&mut self) -> anyhow::Result<()> {
         Ok(())
+    }
+}
+
+/// The embedded log as a replay's destination: clicks are encoded into reused per-partition
+/// batches, MSNBC clicks without building events, and [`flush`](ClickWriter::flush) syncs the
+/// topic when the durability promises stable storage.
+pub struct LogReplayWriter {
+    writer: LogWriter,
+    batches: LogBatches,
+    sync_on_flush: bool,
+    /// The MSNBC file whose compact clicks are written (for their urls).
+    msnbc: Option<MsnbcFile>,
+    visitor: String,
+}
+
+impl LogReplayWriter {
+    /// Writes into `writer`'s topic; `sync_on_flush`: whether a flush fsyncs.
+    pub fn new(writer: LogWriter, sync_on_flush: bool) -> Self {
+        LogReplayWriter {
+            batches: writer.batches(),
+            writer,
+            sync_on_flush,
+            msnbc: None,
+            visitor: String::with_capacity(16),
+        }
+    }
+
+    /// Writes the compact clicks of `file`.
+    pub fn with_msnbc(mut self, file: MsnbcFile) -> Self {
+        self.msnbc = Some(file);
+        self
+    }
+
+    fn append(&mut self) -> anyhow::Result<()> {
+        self.writer
+            .append_batches(&mut self.batches)
+            .context("appending to the log")?;
+        Ok(())
+    }
+}
+
+impl ClickWriter for LogReplayWriter {
+    fn write_clicks(&mut self, events: &[ClickEvent]) -> anyhow::Result<()> {
+        for e in events {
+            self.batches.push(e).context("appending to the log")?;
+        }
+        self.append()
+    }
+
+    fn flush(&mut self) -> anyhow::Result<()> {
+        if self.sync_on_flush {
+            self.writer.topic().sync().context("syncing the log")?;
+        }
+        Ok(())
+    }
+}
+
+impl ClickWriter<MsnbcClick> for LogReplayWriter {
+    fn write_clicks(&mut self, clicks: &[MsnbcClick]) -> anyhow::Result<()> {
+        let file = self
+            .msnbc
+            .as_ref()
+            .context("no MSNBC file to take urls from")?;
+        for c in clicks {
+            c.write_visitor_id(&mut self.visitor);
+            let url = file.url(c.category_id()).unwrap_or_default();
+            self.batches
+                .push_page_view(c.ts_ms(), &self.visitor, url)
+                .context("appending to the log")?;
+        }
+        self.append()
+    }
+
+    fn flush(&mut self) -> anyhow::Result<()> {
+        ClickWriter::<ClickEvent>::flush(self)
     }
 }
 
@@ -100,6 +215,8 @@ pub struct KafkaReplayWriter {
     writer: KafkaClickWriter,
     unacked: usize,
     last_ack: Instant,
+    /// The MSNBC file whose compact clicks are written (for their urls).
+    msnbc: Option<MsnbcFile>,
 }
 
 impl KafkaReplayWriter {
@@ -109,6 +226,7 @@ impl KafkaReplayWriter {
             writer,
             unacked: 0,
             last_ack: Instant::now(),
+            msnbc: None,
         }
     }
 }
@@ -122,7 +240,7 @@ impl ClickWriter for KafkaReplayWriter {
         }
         self.unacked += events.len();
         if self.unacked >= KAFKA_UNACKED_EVENTS || self.last_ack.elapsed() >= KAFKA_ACK_INTERVAL {
-            self.flush()?;
+            ClickWriter::<ClickEvent>::flush(self)?;
         }
         Ok(())
     }
@@ -137,15 +255,35 @@ impl ClickWriter for KafkaReplayWriter {
     }
 }
 
-/// Parses `none`, `batch` or a duration.
+impl ClickWriter<MsnbcClick> for KafkaReplayWriter {
+    fn write_clicks(&mut self, clicks: &[MsnbcClick]) -> anyhow::Result<()> {
+        let file = self
+            .msnbc
+            .as_ref()
+            .context("no MSNBC file to take urls from")?;
+        let events: Vec<ClickEvent> = clicks.iter().map(|c| file.event(c)).collect();
+        ClickWriter::<ClickEvent>::write_clicks(self, &events)
+    }
+
+    fn flush(&mut self) -> anyhow::Result<()> {
+        ClickWriter::<ClickEvent>::flush(self)
+    }
+}
+
+/// Parses `group`, `none`, `batch` or a duration.
 fn parse_durability(s: &str) -> anyhow::Result<Durability> {
     match s {
+        "group" => Ok(GROUP_COMMIT),
         "none" => Ok(Durability::None),
         "batch" => Ok(Durability::EveryBatch),
         other => humantime::parse_duration(other)
+            .ok()
+            .filter(|d| !d.is_zero())
             .map(Durability::Interval)
             .with_context(|| {
-                format!("--durability `{other}`: expected none, batch or a duration like 100ms")
+                format!(
+                    "--durability `{other}`: expected group, batch, none or a positive duration like 100ms"
+                )
             }),
     }
 }
@@ -182,9 +320,15 @@ fn pace_of(rate: Option<f64>, speed: Option<f64>) -> anyhow::Result<Pace> {
     }
 }
 
+/// A replay's destination.
+enum Destination {
+    Log(LogReplayWriter, Log),
+    Kafka(KafkaReplayWriter),
+}
+
 /// Opens the destination: the embedded log's topic, or the Kafka topic (created when missing).
-/// Returns the writer and a description for the summary.
-fn open_destination(args: &ReplayArgs) -> anyhow::Result<(Box<dyn ClickWriter>, String)> {
+/// Returns it and a description for the summary.
+fn open_destination(args: &ReplayArgs) -> anyhow::Result<(Destination, String)> {
     if let Some(url) = &args.to {
         let brokers = url.brokers();
         let topic = url.topic_or(&args.topic);
@@ -198,7 +342,7 @@ fn open_destination(args: &ReplayArgs) -> anyhow::Result<(Box<dyn ClickWriter>, 
             "kafka://{brokers}/{topic} ({} partitions)",
             writer.partitions()
         );
-        return Ok((Box::new(KafkaReplayWriter::new(writer)), what));
+        return Ok((Destination::Kafka(KafkaReplayWriter::new(writer)), what));
     }
     let durability = parse_durability(&args.durability)?;
     let log = Log::open(&args.log, LogOptions::default().durability(durability))
@@ -208,28 +352,63 @@ fn open_destination(args: &ReplayArgs) -> anyhow::Result<(Box<dyn ClickWriter>, 
         Err(_) => log.create_topic(&args.topic, args.partitions)?,
     };
     let what = format!("{}/{}", args.log.display(), args.topic);
-    Ok((Box::new(LogWriter::new(topic)), what))
+    let sync_on_flush = durability != Durability::None;
+    let writer = LogReplayWriter::new(LogWriter::new(topic), sync_on_flush);
+    Ok((Destination::Log(writer, log), what))
 }
 
 /// Runs `clickpulse replay`.
 pub fn run(args: ReplayArgs) -> anyhow::Result<()> {
+    let started = Instant::now();
     let format = format_for(&args.input, args.format)?;
     let pace = pace_of(args.rate, args.speed)?;
-    let (mut writer, destination) = open_destination(&args)?;
-    let limit = args.limit.map(|n| usize::try_from(n).unwrap_or(usize::MAX));
-    let (events, total, bad) = read_input(&args.input, format, &args.dead_letters, limit)?;
-    let progress = progress_bar(total);
-    let mut replayer = Replayer {
-        writer: writer.as_mut(),
-        pace,
-        chunk: 10_000,
-        progress: Some(progress.clone()),
+    let (mut destination, what) = open_destination(&args)?;
+    let limit = args.limit.unwrap_or(u64::MAX);
+    let mut summary = if format == Format::Msnbc {
+        let file = msnbc::scan(&args.input)
+            .with_context(|| format!("reading {}", args.input.display()))?;
+        let total = file.len().min(limit);
+        let clicks = file
+            .clicks()
+            .with_context(|| format!("reading {}", args.input.display()))?
+            .take(usize::try_from(limit).unwrap_or(usize::MAX))
+            .map(|c| c.context("reading the MSNBC file"));
+        let clicks = ReadAhead::start(clicks)?;
+        match &mut destination {
+            Destination::Log(writer, _) => {
+                writer.msnbc = Some(file);
+                replay(writer, clicks, pace, Some(total))?
+            }
+            Destination::Kafka(writer) => {
+                writer.msnbc = Some(file);
+                replay(writer, clicks, pace, Some(total))?
+            }
+        }
+    } else {
+        let (events, bad) = read_lines(&args.input, format, &args.dead_letters)?;
+        let events = events.take(usize::try_from(limit).unwrap_or(usize::MAX));
+        let events = ReadAhead::start(events.map(Ok))?;
+        let mut summary = match &mut destination {
+            Destination::Log(writer, _) => replay(writer, events, pace, None)?,
+            Destination::Kafka(writer) => replay(writer, events, pace, None)?,
+        };
+        summary.bad_lines = bad.count();
+        summary
     };
-    let mut summary = replayer.run(events, || false)?;
-    progress.finish();
-    summary.bad_lines = bad.count();
+    summary.wall_s = started.elapsed().as_secs_f64();
+    summary.events_per_s = summary.events as f64 / summary.wall_s.max(1e-9);
+    if let Destination::Log(_, log) = &destination {
+        summary.fsyncs = Some(log.fsyncs());
+    }
+    summary.peak_rss_bytes = crate::glue::peak_rss_bytes();
+    summary.peak_alloc_bytes = crate::alloc::peak_committed_bytes();
+    if args.json {
+        println!("{}", serde_json::to_string(&summary)?);
+        return Ok(());
+    }
     println!(
-        "replayed {} events into {destination} ({} bad lines{}) in {:.2} s: {:.0} events/s",
+        "replayed {} events into {what} ({} bad lines{}) in {:.2} s: {:.0} events/s \
+         (appends alone {:.0} events/s{})",
         summary.events,
         summary.bad_lines,
         if summary.bad_lines > 0 {
@@ -237,10 +416,149 @@ pub fn run(args: ReplayArgs) -> anyhow::Result<()> {
         } else {
             String::new()
         },
-        summary.elapsed_s,
-        summary.events_per_s
+        summary.wall_s,
+        summary.events_per_s,
+        summary.write_events_per_s,
+        summary
+            .fsyncs
+            .map(|n| format!(", {n} fsyncs"))
+            .unwrap_or_default(),
     );
     Ok(())
+}
+
+/// Replays `clicks` into `writer` with a progress bar; the read error, if reading failed.
+fn replay<T: Timed + Send + 'static>(
+    writer: &mut dyn ClickWriter<T>,
+    mut clicks: ReadAhead<T>,
+    pace: Pace,
+    total: Option<u64>,
+) -> anyhow::Result<ReplaySummary> {
+    let progress = progress_bar(total);
+    let mut replayer = Replayer {
+        writer,
+        pace,
+        chunk: 10_000,
+        progress: Some(progress.clone()),
+    };
+    let summary = replayer.run(&mut clicks, || false);
+    progress.finish();
+    // A read error explains a write error that followed it, so it goes first.
+    clicks.finish()?;
+    summary
+}
+
+/// Items read on a thread of their own, [`READ_CHUNK`] at a time, at most
+/// [`READ_AHEAD_CHUNKS`] ahead of their consumer. Iterating yields them until the input ends
+/// or fails; [`finish`](Self::finish) tells which.
+pub struct ReadAhead<T> {
+    chunks: Option<mpsc::Receiver<anyhow::Result<Vec<T>>>>,
+    current: std::vec::IntoIter<T>,
+    error: Option<anyhow::Error>,
+    thread: Option<JoinHandle<()>>,
+}
+
+impl<T: Send + 'static> ReadAhead<T> {
+    /// Starts reading `items` on a new thread.
+    ///
+    /// # Errors
+    /// When the thread cannot be started.
+    pub fn start(
+        items: impl Iterator<Item = anyhow::Result<T>> + Send + 'static,
+    ) -> anyhow::Result<Self> {
+        let (tx, rx) = mpsc::sync_channel(READ_AHEAD_CHUNKS);
+        let thread = std::thread::Builder::new()
+            .name("replay-read".into())
+            .spawn(move || read_chunks(items, &tx))
+            .context("starting the reading thread")?;
+        Ok(ReadAhead {
+            chunks: Some(rx),
+            current: Vec::new().into_iter(),
+            error: None,
+            thread: Some(thread),
+        })
+    }
+
+    /// Stops reading; the read error, if there was one.
+    ///
+    /// # Errors
+    /// What reading failed with.
+    pub fn finish(mut self) -> anyhow::Result<()> {
+        self.stop();
+        match self.error.take() {
+            Some(e) => Err(e),
+            None => Ok(()),
+        }
+    }
+
+    fn stop(&mut self) {
+        // Dropping the receiver makes the thread's next send fail: it ends.
+        self.chunks = None;
+        if let Some(thread) = self.thread.take()
+            && thread.join().is_err()
+        {
+            self.error
+                .get_or_insert_with(|| anyhow::anyhow!("the reading thread panicked"));
+        }
+    }
+}
+
+impl<T> Drop for ReadAhead<T> {
+    fn drop(&mut self) {
+        self.chunks = None;
+        if let Some(thread) = self.thread.take() {
+            let _ = thread.join();
+        }
+    }
+}
+
+fn read_chunks<T>(
+    items: impl Iterator<Item = anyhow::Result<T>>,
+    tx: &mpsc::SyncSender<anyhow::Result<Vec<T>>>,
+) {
+    let mut chunk = Vec::with_capacity(READ_CHUNK);
+    for item in items {
+        match item {
+            Ok(item) => chunk.push(item),
+            Err(e) => {
+                let _ = tx.send(Ok(chunk)).and_then(|()| tx.send(Err(e)));
+                return;
+            }
+        }
+        if chunk.len() == READ_CHUNK {
+            let full = std::mem::replace(&mut chunk, Vec::with_capacity(READ_CHUNK));
+            if tx.send(Ok(full)).is_err() {
+                return;
+            }
+        }
+    }
+    if !chunk.is_empty() {
+        let _ = tx.send(Ok(chunk));
+    }
+}
+
+impl<T> Iterator for ReadAhead<T> {
+    type Item = T;
+
+    fn next(&mut self) -> Option<T> {
+        loop {
+            if let Some(item) = self.current.next() {
+                return Some(item);
+            }
+            match self.chunks.as_ref()?.recv() {
+                Ok(Ok(chunk)) => self.current = chunk.into_iter(),
+                Ok(Err(e)) => {
+                    self.error = Some(e);
+                    self.chunks = None;
+                    return None;
+                }
+                Err(mpsc::RecvError) => {
+                    self.chunks = None;
+                    return None;
+                }
+            }
+        }
+    }
 }
 
 /// How fast to replay.
@@ -257,38 +575,53 @@ pub enum Pace {
 /// What a replay did.
 #[derive(Debug, Default, serde::Serialize)]
 pub struct ReplaySummary {
+    /// Events written.
     pub events: u64,
+    /// Input lines that were not clicks (kept in the dead-letter file).
     pub bad_lines: u64,
-    pub elapsed_s: f64,
+    /// The whole replay, from opening the input to the last flush.
+    pub wall_s: f64,
+    /// `events / wall_s`.
     pub events_per_s: f64,
+    /// Time spent writing (encoding, appending, flushing), reading excluded.
+    pub write_s: f64,
+    /// `events / write_s`: the destination's rate.
+    pub write_events_per_s: f64,
+    /// fsyncs of the embedded log's segment files (none for Kafka).
+    pub fsyncs: Option<u64>,
+    /// Peak resident set size of the process (Linux `VmHWM`).
+    pub peak_rss_bytes: Option<u64>,
+    /// Peak memory the allocator had committed.
+    pub peak_alloc_bytes: Option<u64>,
 }
 
 /// Replays events into `writer` at `pace`, asking `stop` between chunks.
-pub struct Replayer<'a> {
-    pub writer: &'a mut dyn ClickWriter,
+pub struct Replayer<'a, T = ClickEvent> {
+    pub writer: &'a mut dyn ClickWriter<T>,
     pub pace: Pace,
     pub chunk: usize,
     pub progress: Option<ProgressBar>,
 }
 
-impl Replayer<'_> {
+impl<T: Timed> Replayer<'_, T> {
     /// Writes every event of `events` and flushes the writer; stops early when `stop()` says
     /// so. The progress bar counts events handed to the writer.
     pub fn run(
         &mut self,
-        events: impl Iterator<Item = ClickEvent>,
+        events: impl Iterator<Item = T>,
         mut stop: impl FnMut() -> bool,
     ) -> anyhow::Result<ReplaySummary> {
         let started = Instant::now();
         let mut first_ts: Option<u64> = None;
-        let mut buf: Vec<ClickEvent> = Vec::with_capacity(self.chunk);
+        let mut buf: Vec<T> = Vec::with_capacity(self.chunk);
         let mut sent = 0u64;
+        let mut writing = Duration::ZERO;
         for e in events {
-            let due = self.due(sent, e.ts_ms, &mut first_ts);
+            let due = self.due(sent + buf.len() as u64, e.ts_ms(), &mut first_ts);
             // Write before sleeping so that paced events reach the log on time.
             // Small gaps are not worth a sleep (or a tiny append): wait for 5 ms of backlog.
             if let Some(due) = due.filter(|d| *d > started.elapsed() + Duration::from_millis(5)) {
-                self.write_chunk(&mut buf, &mut sent)?;
+                self.write_chunk(&mut buf, &mut sent, &mut writing)?;
                 // Sleep in short steps so that a stop is seen promptly.
                 while started.elapsed() < due && !stop() {
                     let wait = due.saturating_sub(started.elapsed());
@@ -300,20 +633,25 @@ impl Replayer<'_> {
             }
             buf.push(e);
             if buf.len() >= self.chunk {
-                self.write_chunk(&mut buf, &mut sent)?;
+                self.write_chunk(&mut buf, &mut sent, &mut writing)?;
                 if stop() {
                     break;
                 }
             }
         }
-        self.write_chunk(&mut buf, &mut sent)?;
+        self.write_chunk(&mut buf, &mut sent, &mut writing)?;
+        let flushing = Instant::now();
         self.writer.flush()?;
+        writing += flushing.elapsed();
         let elapsed = started.elapsed().as_secs_f64();
+        let write_s = writing.as_secs_f64();
         Ok(ReplaySummary {
             events: sent,
-            bad_lines: 0,
-            elapsed_s: elapsed,
+            wall_s: elapsed,
             events_per_s: sent as f64 / elapsed.max(1e-9),
+            write_s,
+            write_events_per_s: sent as f64 / write_s.max(1e-9),
+            ..ReplaySummary::default()
         })
     }
 
@@ -331,11 +669,18 @@ impl Replayer<'_> {
         }
     }
 
-    fn write_chunk(&mut self, buf: &mut Vec<ClickEvent>, sent: &mut u64) -> anyhow::Result<()> {
+    fn write_chunk(
+        &mut self,
+        buf: &mut Vec<T>,
+        sent: &mut u64,
+        writing: &mut Duration,
+    ) -> anyhow::Result<()> {
         if buf.is_empty() {
             return Ok(());
         }
+        let started = Instant::now();
         self.writer.write_clicks(buf)?;
+        *writing += started.elapsed();
         *sent += buf.len() as u64;
         if let Some(p) = &self.progress {
             p.inc(buf.len() as u64);
@@ -362,27 +707,21 @@ pub fn progress_bar(total: Option<u64>) -> ProgressBar {
     bar
 }
 
-/// The input file's events, the first `limit` when given: the MSNBC stream in canonical
-/// order, or a line-format file whose bad lines are counted and written to `dead_letters` with
-/// their position.
-pub fn read_input(
+/// The events of a line-format file (TSV, CSV, NDJSON), read as they are iterated; bad lines
+/// are counted and written to `dead_letters` with their position.
+pub fn read_lines(
     path: &Path,
     format: Format,
     dead_letters: &Path,
-    limit: Option<usize>,
-) -> anyhow::Result<(Box<dyn Iterator<Item = ClickEvent>>, Option<u64>, BadLines)> {
-    let limit = limit.unwrap_or(usize::MAX);
-    if format == Format::Msnbc {
-        let stream = msnbc::load(path).with_context(|| format!("reading {}", path.display()))?;
-        let events: Vec<ClickEvent> = stream.iter().take(limit).collect();
-        let total = events.len() as u64;
-        return Ok((Box::new(events.into_iter()), Some(total), BadLines::none()));
-    }
+) -> anyhow::Result<(impl Iterator<Item = ClickEvent> + Send + 'static, BadLines)> {
     let line_format = format
         .line_format()
         .context("this format is not line-based")?;
     let file = std::fs::File::open(path).with_context(|| format!("opening {}", path.display()))?;
-    let parser = LineParser::new(std::io::BufReader::new(file), line_format);
+    let parser = LineParser::new(
+        std::io::BufReader::with_capacity(1 << 16, file),
+        line_format,
+    );
     let bad = BadLines::new(dead_letters.to_path_buf());
     let sink = bad.clone();
     let events = parser.filter_map(move |r| match r {
@@ -392,7 +731,7 @@ pub fn read_input(
             None
         }
     });
-    Ok((Box::new(events.take(limit)), None, bad))
+    Ok((events, bad))
 }
 
 /// Bad input lines: counted, logged with their position and appended to a dead-letter file.
@@ -402,12 +741,6 @@ pub struct BadLines {
 }
 
 impl BadLines {
-    fn none() -> Self {
-        BadLines {
-            inner: std::sync::Arc::new(std::sync::Mutex::new((0, None))),
-        }
-    }
-
     fn new(path: PathBuf) -> Self {
         BadLines {
             inner: std::sync::Arc::new(std::sync::Mutex::new((0, Some(path)))),
@@ -513,7 +846,7 @@ mod tests {
             .run(clicks(3, 100).into_iter(), || false)
             .unwrap();
         assert_eq!(summary.events, 3);
-        assert!(summary.elapsed_s >= 0.09, "{}", summary.elapsed_s);
+        assert!(summary.wall_s >= 0.09, "{}", summary.wall_s);
         // Events due later than 5 ms are flushed apart, so each arrives on time.
         assert_eq!(writer.chunks.len(), 3);
     }
@@ -532,18 +865,87 @@ mod tests {
     }
 
     #[test]
+    fn read_ahead_hands_over_every_item_in_order_then_the_error() {
+        let items = (0..20_000u64)
+            .map(Ok)
+            .chain(std::iter::once(Err(anyhow::anyhow!("disk gone"))))
+            .chain((0..5).map(Ok));
+        let mut ahead = ReadAhead::start(items).unwrap();
+        let got: Vec<u64> = ahead.by_ref().collect();
+        assert_eq!(got, (0..20_000).collect::<Vec<_>>());
+        let err = ahead.finish().unwrap_err();
+        assert!(err.to_string().contains("disk gone"), "{err}");
+        // Stopping early ends the reading thread (finish joins it).
+        let mut endless = ReadAhead::start((0u64..).map(Ok)).unwrap();
+        assert_eq!(endless.next(), Some(0));
+        endless.finish().unwrap();
+    }
+
+    #[test]
+    fn msnbc_clicks_reach_the_log_as_the_events_they_stand_for() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("visits.seq");
+        std::fs::write(
+            &path,
+            "% c\n\nfrontpage news\n\n% Sequences:\n\n1 2 2\n2\n1 1\n",
+        )
+        .unwrap();
+        let file = msnbc::scan(&path).unwrap();
+        let clicks: Vec<MsnbcClick> = file.clicks().unwrap().map(Result::unwrap).collect();
+        let events: Vec<ClickEvent> = clicks.iter().map(|c| file.event(c)).collect();
+        let log = |name: &str| {
+            let log = Log::open(dir.path().join(name), LogOptions::default()).unwrap();
+            let topic = log.create_topic("clicks", 2).unwrap();
+            let mut writer = LogReplayWriter::new(LogWriter::new(topic.clone()), true);
+            writer.msnbc = Some(file.clone());
+            (topic, writer)
+        };
+        let (compact, mut writer) = log("compact");
+        ClickWriter::<MsnbcClick>::write_clicks(&mut writer, &clicks).unwrap();
+        ClickWriter::<MsnbcClick>::flush(&mut writer).unwrap();
+        let (whole, mut writer) = log("whole");
+        ClickWriter::<ClickEvent>::write_clicks(&mut writer, &events).unwrap();
+        for p in 0..2 {
+            let a = compact.read(p, 0, 100).unwrap();
+            let b = whole.read(p, 0, 100).unwrap();
+            let records = |r: &clickpulse_log::Records| {
+                r.iter()
+                    .map(|r| (r.timestamp, r.key.to_vec(), r.value.to_vec()))
+                    .collect::<Vec<_>>()
+            };
+            assert_eq!(records(&a), records(&b), "partition {p}");
+        }
+        assert_eq!(
+            (0..2).map(|p| compact.end_offset(p).unwrap()).sum::<u64>(),
+            6
+        );
+    }
+
+    #[test]
+    fn durabilities() {
+        assert_eq!(parse_durability("group").unwrap(), GROUP_COMMIT);
+        assert_eq!(parse_durability("batch").unwrap(), Durability::EveryBatch);
+        assert_eq!(parse_durability("none").unwrap(), Durability::None);
+        assert_eq!(
+            parse_durability("250ms").unwrap(),
+            Durability::Interval(Duration::from_millis(250))
+        );
+        for bad in ["0s", "sometimes"] {
+            let err = parse_durability(bad).unwrap_err().to_string();
+            assert!(err.contains("--durability"), "{err}");
+        }
+    }
+
+    #[test]
     fn limits_and_formats() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("clicks.tsv");
         std::fs::write(&path, "1\tv1\t/a\nnot a click\n2\tv2\t/b\n3\tv3\t/c\n").unwrap();
         let format = format_for(&path, None).unwrap();
         let dead = dir.path().join("dead.jsonl");
-        let (events, total, bad) = read_input(&path, format, &dead, Some(2)).unwrap();
-        let urls: Vec<String> = events.map(|e| e.url).collect();
-        assert_eq!(
-            (urls, total, bad.count()),
-            (vec!["/a".into(), "/b".into()], None, 1)
-        );
+        let (events, bad) = read_lines(&path, format, &dead).unwrap();
+        let urls: Vec<String> = events.take(2).map(|e| e.url).collect();
+        assert_eq!((urls, bad.count()), (vec!["/a".into(), "/b".into()], 1));
         assert!(format_for(Path::new("clicks.txt"), None).is_err());
         assert!(pace_of(Some(0.0), None).is_err());
         assert!(matches!(pace_of(None, Some(60.0)), Ok(Pace::Speed(s)) if s == 60.0));

@@ -8,5 +8,5 @@
 mod sink;
 mod source;
 
-pub use sink::LogWriter;
+pub use sink::{LogBatches, LogWriter};
 pub use source::LogSource;
