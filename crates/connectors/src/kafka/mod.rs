@@ -62,6 +62,6 @@ pub use dead_letter::{
 pub use error::{Error, Result};
 pub use result_consumer::{ResultConsumer, StartFrom};
 pub use sink::{AUTO_KEY_FIELDS, DEFAULT_TOPIC_PREFIX, KafkaSink, KafkaSinkBuilder, KeySpec};
-pub use source::{KafkaSource, KafkaSourceBuilder, KafkaSourceStats};
+pub use source::{KafkaSource, KafkaSourceBuilder, KafkaSourceStats, decode_click};
 pub use url::{DEFAULT_PORT, KafkaUrl, UrlError};
-pub use writer::{KafkaClickWriter, KafkaClickWriterBuilder};
+pub use writer::{KafkaClickWriter, KafkaClickWriterBuilder, ValueFormat};

@@ -99,35 +99,54 @@ const CRC32_TABLE: [u32; 256] = {
     table
 };
 
-/// The headers of row `row` of `batch`, which follows the stream's batch `prev`.
-pub(crate) fn headers_for(batch: &ResultBatch, row: usize, prev: Option<u64>) -> OwnedHeaders {
-    let batch_id = batch.batch.to_string();
-    let start = batch.window_start_ms.map(|v| v.to_string());
-    let end = batch.window_end_ms.map(|v| v.to_string());
-    let rows = batch.rows.len().to_string();
-    let row = row.to_string();
-    let prev = prev.map(|b| b.to_string());
-    let fields = [
-        (STREAM_HEADER, Some(batch.stream.as_str())),
-        (BATCH_HEADER, Some(batch_id.as_str())),
-        (WINDOW_START_HEADER, start.as_deref()),
-        (WINDOW_END_HEADER, end.as_deref()),
-        (BATCH_ROWS_HEADER, Some(rows.as_str())),
-        (ROW_HEADER, Some(row.as_str())),
-        (PREV_BATCH_HEADER, prev.as_deref()),
-    ];
-    fields
-        .into_iter()
-        .filter_map(|(key, value)| value.map(|v| (key, v)))
-        .fold(
-            OwnedHeaders::new_with_capacity(7),
-            |headers, (key, value)| {
-                headers.insert(Header {
-                    key,
-                    value: Some(value),
-                })
-            },
-        )
+/// The header values every row of a batch shares, written as text once per batch.
+pub(crate) struct BatchHeaders<'a> {
+    stream: &'a str,
+    batch: String,
+    start: Option<String>,
+    end: Option<String>,
+    rows: String,
+    prev: Option<String>,
+}
+
+impl<'a> BatchHeaders<'a> {
+    /// The headers of `batch`, which follows the stream's batch `prev`.
+    pub(crate) fn new(batch: &'a ResultBatch, prev: Option<u64>) -> Self {
+        BatchHeaders {
+            stream: &batch.stream,
+            batch: batch.batch.to_string(),
+            start: batch.window_start_ms.map(|v| v.to_string()),
+            end: batch.window_end_ms.map(|v| v.to_string()),
+            rows: batch.rows.len().to_string(),
+            prev: prev.map(|b| b.to_string()),
+        }
+    }
+
+    /// The headers of row `row`.
+    pub(crate) fn row(&self, row: usize) -> OwnedHeaders {
+        let row = row.to_string();
+        let fields = [
+            (STREAM_HEADER, Some(self.stream)),
+            (BATCH_HEADER, Some(self.batch.as_str())),
+            (WINDOW_START_HEADER, self.start.as_deref()),
+            (WINDOW_END_HEADER, self.end.as_deref()),
+            (BATCH_ROWS_HEADER, Some(self.rows.as_str())),
+            (ROW_HEADER, Some(row.as_str())),
+            (PREV_BATCH_HEADER, self.prev.as_deref()),
+        ];
+        fields
+            .into_iter()
+            .filter_map(|(key, value)| value.map(|v| (key, v)))
+            .fold(
+                OwnedHeaders::new_with_capacity(7),
+                |headers, (key, value)| {
+                    headers.insert(Header {
+                        key,
+                        value: Some(value),
+                    })
+                },
+            )
+    }
 }
 
 /// One result row read back from a record.

@@ -155,3 +155,33 @@ where
     };
     (counts, job)
 }
+
+/// Counts the records of `topic` (all partitions, from the beginning): reads until none has come
+/// for two seconds (the broker's end offsets are not trusted: tansu under-reports them).
+pub fn count_all(brokers: &str, topic: &str) -> usize {
+    let consumer: BaseConsumer = ClientConfig::new()
+        .set("bootstrap.servers", brokers)
+        .set("group.id", format!("test-counter-{topic}"))
+        .set("enable.auto.commit", "false")
+        .set("fetch.wait.max.ms", "10")
+        .create()
+        .expect("consumer");
+    let metadata = consumer
+        .fetch_metadata(Some(topic), Duration::from_secs(10))
+        .expect("metadata");
+    let mut list = TopicPartitionList::new();
+    for p in 0..metadata.topics()[0].partitions().len() as i32 {
+        list.add_partition_offset(topic, p, Offset::Beginning)
+            .unwrap();
+    }
+    consumer.assign(&list).expect("assign");
+    let mut count = 0;
+    let mut last = Instant::now();
+    while last.elapsed() < Duration::from_secs(2) {
+        if let Some(Ok(_)) = consumer.poll(Duration::from_millis(100)) {
+            count += 1;
+            last = Instant::now();
+        }
+    }
+    count
+}
