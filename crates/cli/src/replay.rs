@@ -13,7 +13,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::Context;
 use clap::Args;
-use clickpulse_connectors::kafka::{KafkaClickWriter, KafkaUrl, ensure_topic};
+use clickpulse_connectors::kafka::{KafkaClickWriter, KafkaUrl, ValueFormat, ensure_topic};
 use clickpulse_connectors::log::{LogBatches, LogWriter};
 use clickpulse_events::msnbc::{self, MsnbcClick, MsnbcFile};
 use clickpulse_events::{ClickEvent, Format, LineParser};
@@ -44,6 +44,11 @@ pub struct ReplayArgs {
     /// --topic). The topic is created with --partitions partitions when missing.
     #[arg(long, value_name = "URL", value_parser = KafkaUrl::parse)]
     to: Option<KafkaUrl>,
+    /// Record values written to Kafka (with --to): json (what users' producers write) or
+    /// binary (clickpulse's binary click encoding: fewer bytes, cheaper to decode; `run
+    /// --input-kafka` reads both). Default: json.
+    #[arg(long, value_parser = clap::value_parser!(ValueFormat))]
+    value_format: Option<ValueFormat>,
     /// The embedded log directory (not with --to).
     #[arg(long, default_value = "clickpulse-data/log", conflicts_with = "to")]
     log: PathBuf,
@@ -336,6 +341,7 @@ fn open_destination(args: &ReplayArgs) -> anyhow::Result<(Destination, String)> 
             .with_context(|| format!("creating the topic `{topic}` on {brokers}"))?;
         let writer = KafkaClickWriter::builder(&brokers, topic)
             .metadata_timeout(KAFKA_TIMEOUT)
+            .value_format(args.value_format.unwrap_or_default())
             .build()
             .with_context(|| format!("connecting to {brokers}"))?;
         let what = format!(
@@ -343,6 +349,9 @@ fn open_destination(args: &ReplayArgs) -> anyhow::Result<(Destination, String)> 
             writer.partitions()
         );
         return Ok((Destination::Kafka(KafkaReplayWriter::new(writer)), what));
+    }
+    if args.value_format.is_some() {
+        anyhow::bail!("--value-format applies to Kafka only: use it with --to kafka://…");
     }
     let durability = parse_durability(&args.durability)?;
     let log = Log::open(&args.log, LogOptions::default().durability(durability))

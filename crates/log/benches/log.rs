@@ -70,9 +70,18 @@ struct AppendCase {
 fn append(c: &mut Criterion) {
     let every_batch = Durability::EveryBatch;
     let interval = Durability::Interval(Duration::from_millis(100));
+    // The replay's default: a group commit every 8 MiB across partitions or 100 ms.
+    let group_commit = Durability::Group {
+        interval: Duration::from_millis(100),
+        bytes: 8 << 20,
+    };
     let mut cases = Vec::new();
     for partitions in [1, 4] {
-        for (name, durability) in [("none", Durability::None), ("interval_100ms", interval)] {
+        for (name, durability) in [
+            ("none", Durability::None),
+            ("interval_100ms", interval),
+            ("group_8MiB_100ms", group_commit),
+        ] {
             cases.push(AppendCase {
                 name,
                 durability,

@@ -247,7 +247,11 @@ impl OrderedClicks {
             while !self.all_read() && self.start(self.next_line) < horizon {
                 self.read_line()?;
             }
-            self.ready.sort_unstable();
+            // The canonical order is by (time, line, click); a line never has two clicks at
+            // one time, so (time, line) packed in one integer orders the same, faster.
+            self.ready.sort_unstable_by_key(|c| {
+                (u64::from(c.ts_offset_ms) << 32) | u64::from(c.line_index)
+            });
         }
         Ok(true)
     }
