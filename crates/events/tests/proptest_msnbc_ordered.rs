@@ -87,23 +87,19 @@ fn a_file_changed_after_its_scan_is_an_error_not_a_wrong_stream() {
     let path = dir.path().join("visits.seq");
     std::fs::write(&path, file_text(2, &[vec![1, 2], vec![2]])).unwrap();
     let file = msnbc::scan(&path).unwrap();
-    // One more visit than scanned.
-    std::fs::write(&path, file_text(2, &[vec![1, 2], vec![2], vec![1]])).unwrap();
-    let err = file
-        .clicks()
-        .unwrap()
-        .collect::<Result<Vec<_>, _>>()
-        .unwrap_err();
-    assert!(matches!(err, MsnbcError::Changed { .. }), "{err}");
-    // One fewer.
-    std::fs::write(&path, file_text(2, &[vec![1, 2]])).unwrap();
-    let err = file
-        .clicks()
-        .unwrap()
-        .collect::<Result<Vec<_>, _>>()
-        .unwrap_err();
-    assert!(matches!(err, MsnbcError::Changed { .. }), "{err}");
-    // Other categories.
-    std::fs::write(&path, file_text(3, &[vec![1, 2], vec![2]])).unwrap();
-    assert!(matches!(file.clicks(), Err(MsnbcError::Changed { .. })));
+    let read_after = |text: String| {
+        std::fs::write(&path, text).unwrap();
+        file.clicks()?.collect::<Result<Vec<_>, _>>()
+    };
+    for (what, text) in [
+        (
+            "one more visit",
+            file_text(2, &[vec![1, 2], vec![2], vec![1]]),
+        ),
+        ("one fewer visit", file_text(2, &[vec![1, 2]])),
+        ("other categories", file_text(3, &[vec![1, 2], vec![2]])),
+    ] {
+        let err = read_after(text).unwrap_err();
+        assert!(matches!(err, MsnbcError::Changed { .. }), "{what}: {err}");
+    }
 }
