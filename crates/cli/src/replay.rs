@@ -118,18 +118,6 @@ pub trait ClickWriter<T = ClickEvent> {
     fn flush(&mut self) -> anyhow::Result<()>;
 }
 
-impl ClickWriter for LogWriter {
-    /// Appends at once: a log append returns when the events are written.
-    fn write_clicks(&mut self, events: &[ClickEvent]) -> anyhow::Result<()> {
-        self.append(events).context("appending to the log")?;
-        Ok(())
-    }
-
-    fn flush(&mut self) -> anyhow::Result<()> {
-        Ok(())
-    }
-}
-
 /// The embedded log as a replay's destination: clicks are encoded into reused per-partition
 /// batches, MSNBC clicks without building events, and [`flush`](ClickWriter::flush) syncs the
 /// topic when the durability promises stable storage.
