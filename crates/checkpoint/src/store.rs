@@ -317,6 +317,18 @@ impl CheckpointStore for ObjectCheckpointStore {
         Ok(found.map(Vec::from))
     }
 
+    fn size(&self, path: &str) -> Result<Option<u64>, StoreError> {
+        let location = self.object_path("head", path)?;
+        let objects = Arc::clone(&self.objects);
+        self.run("head", path, async move {
+            match objects.head(&location).await {
+                Ok(meta) => Ok(Some(meta.size)),
+                Err(object_store::Error::NotFound { .. }) => Ok(None),
+                Err(e) => Err(e),
+            }
+        })
+    }
+
     fn list(&self, prefix: &str) -> Result<Vec<String>, StoreError> {
         let directory = match list_directory(prefix) {
             Some(dir) => Some(

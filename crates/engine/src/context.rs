@@ -95,6 +95,7 @@ pub struct StreamingContext {
     start_offsets: HashMap<String, HashMap<PartitionId, u64>>,
     key_groups: u32,
     checkpointing: Option<(Checkpointing, Recovered)>,
+    connect_timeout: Duration,
 }
 
 /// Asks a running job to stop after the batch in progress.
@@ -130,6 +131,8 @@ pub struct RunSummary {
     pub first_batch: BatchId,
     /// Batches logged before the restart that the run re-ran.
     pub replayed_batches: u64,
+    /// In a job of several processes: bytes this process sent to the others.
+    pub exchange_bytes_sent: u64,
 }
 
 impl StreamingContext {
@@ -158,6 +161,7 @@ impl StreamingContext {
             start_offsets: HashMap::new(),
             key_groups: DEFAULT_KEY_GROUPS,
             checkpointing: None,
+            connect_timeout: crate::cluster::DEFAULT_CONNECT_TIMEOUT,
         })
     }
 
@@ -216,6 +220,13 @@ impl StreamingContext {
         }
         self.cluster = cluster;
         Ok(self)
+    }
+
+    /// How long the processes of a job wait for each other to connect before giving up with
+    /// [`EngineError::ClusterStart`] naming the missing ones. Default = 60 s.
+    pub fn connect_timeout(mut self, timeout: Duration) -> Self {
+        self.connect_timeout = timeout;
+        self
     }
 
     /// Starts `source`'s partitions at these offsets (the next offset to read) instead of the
@@ -294,19 +305,6 @@ impl StreamingContext {
     where
         F: Fn(&mut Job<'_>) -> Result<()> + Send + Sync + 'static,
     {
-        let config = match &self.cluster {
-            Cluster::Local => timely::Config::process(self.workers),
-            Cluster::Processes { addresses, process } => timely::Config {
-                communication: timely::CommunicationConfig::Cluster {
-                    threads: self.workers,
-                    process: *process,
-                    addresses: addresses.clone(),
-                    report: false,
-                    zerocopy: false,
-                },
-                worker: timely::WorkerConfig::default(),
-            },
-        };
         let peers = match &self.cluster {
             Cluster::Local => self.workers,
             Cluster::Processes { addresses, .. } => self.workers * addresses.len(),
@@ -323,6 +321,16 @@ impl StreamingContext {
         let interval_ms = u64::try_from(self.batch_interval.as_millis())
             .unwrap_or(1)
             .max(1);
+        let process = match &self.cluster {
+            Cluster::Local => 0,
+            Cluster::Processes { process, .. } => *process,
+        };
+        let local = process * self.workers..(process + 1) * self.workers;
+        // The processes check they run the same job: same checkpoint fingerprint.
+        let job_id = self
+            .checkpointing
+            .as_ref()
+            .map_or(0, |(s, _)| crate::dstream::route(&s.fingerprint));
         let (ckpt, first_batch) = match self.checkpointing {
             Some((settings, recovered)) => {
                 let first = recovered.first_batch();
@@ -330,6 +338,7 @@ impl StreamingContext {
                     settings,
                     recovered,
                     peers,
+                    local.clone(),
                     self.key_groups,
                     &self.metrics,
                 )?;
@@ -354,28 +363,83 @@ impl StreamingContext {
             metrics: Arc::clone(&self.metrics),
             stop: Arc::clone(&self.stop),
             start_offsets: self.start_offsets,
+            process,
+            workers_per_process: self.workers,
+            clustered: matches!(self.cluster, Cluster::Processes { .. }),
         });
         let shared = Arc::clone(&run);
-        let guards = timely::execute(config, move |worker| worker_main(worker, &shared, &job))
-            .map_err(EngineError::Runtime)?;
+        let work = move |worker: &mut Worker| worker_main(worker, &shared, &job);
+        let (guards, cluster) = match &self.cluster {
+            Cluster::Local => (
+                timely::execute(timely::Config::process(self.workers), work)
+                    .map_err(EngineError::Runtime)?,
+                None,
+            ),
+            Cluster::Processes { addresses, process } => {
+                let c = crate::cluster::connect(
+                    addresses,
+                    *process,
+                    self.workers,
+                    job_id,
+                    self.connect_timeout,
+                )?;
+                self.metrics.set_cluster(Arc::clone(&c.stats));
+                let guards = timely::execute::execute_from(
+                    c.builders,
+                    Box::new(c.guard),
+                    timely::WorkerConfig::default(),
+                    work,
+                )
+                .map_err(EngineError::Runtime)?;
+                (guards, Some(c.stats))
+            }
+        };
         let mut summary = RunSummary {
             first_batch,
             ..RunSummary::default()
         };
         let mut first_error: Option<EngineError> = None;
-        let results = guards.join();
+        // A lost peer makes timely's communication threads panic, and joining them panics too:
+        // the lost peer is named instead.
+        let joined = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| guards.join()));
+        let lost = cluster.as_ref().and_then(|c| c.lost_peer());
+        let results = match joined {
+            Ok(results) => results,
+            Err(_) => vec![Err(lost.as_ref().map_or(
+                "a communication thread panicked".into(),
+                ToString::to_string,
+            ))],
+        };
+        let failed = results
+            .iter()
+            .any(|r| r.as_ref().map_or(true, |w| w.is_err()));
         if let Some(ckpt) = &run.ckpt {
+            if failed {
+                ckpt.writer.abort();
+            }
             ckpt.wal.finish();
             ckpt.writer.finish();
             summary.resumed_from_batch = ckpt.recovered.resumed_from();
             summary.replayed_batches = ckpt.recovered.replay_batches();
         }
+        if let Some(c) = &cluster {
+            summary.exchange_bytes_sent = c.sent_bytes();
+        }
         for result in results {
-            match result.map_err(EngineError::Runtime).and_then(|r| r) {
+            // A worker that panicked because a peer was lost: the lost peer is the error.
+            let result = match (result, &lost) {
+                (Err(_), Some(_)) => Err(cluster
+                    .as_ref()
+                    .and_then(|c| c.lost_peer())
+                    .unwrap_or(EngineError::PeerFailed)),
+                (r, _) => r.map_err(EngineError::Runtime).and_then(|r| r),
+            };
+            match result {
                 Ok(worker) => {
                     summary.batches = summary.batches.max(worker.batches);
-                    summary.input_rows += worker.input_rows;
-                    summary.dead_letters += worker.dead_letters;
+                    // Every worker counts the rows of all (from the reports): the same totals.
+                    summary.input_rows = summary.input_rows.max(worker.input_rows);
+                    summary.dead_letters = summary.dead_letters.max(worker.dead_letters);
                 }
                 // The worker that failed says why; the others only say that one did.
                 Err(e)
@@ -389,6 +453,11 @@ impl StreamingContext {
             }
         }
         if let Some(e) = first_error {
+            if matches!(e, EngineError::PeerFailed)
+                && let Some(lost) = lost
+            {
+                return Err(lost);
+            }
             return Err(e);
         }
         summary.late_events = self.metrics.late_events();
@@ -413,15 +482,19 @@ impl RunCheckpoint {
         settings: Checkpointing,
         recovered: Recovered,
         peers: usize,
+        local: std::ops::Range<usize>,
         key_groups: u32,
         metrics: &Arc<EngineMetrics>,
     ) -> Result<Self> {
         let layout = Layout::new(recovered.generation());
         let peers = u32::try_from(peers).unwrap_or(u32::MAX);
+        let as_u32 = |x: usize| u32::try_from(x).unwrap_or(u32::MAX);
         let writer = Writer::start(WriterConfig {
             store: Arc::clone(&settings.store),
             layout: layout.clone(),
             workers: peers,
+            local: as_u32(local.start)..as_u32(local.end),
+            commits: local.start == 0,
             key_groups,
             keep: settings.keep,
             fingerprint: settings.fingerprint.clone(),
@@ -432,7 +505,7 @@ impl RunCheckpoint {
         let wal = WalWriter::start(
             Arc::clone(&settings.store),
             layout,
-            peers as usize,
+            local,
             recovered.first_batch(),
         )
         .map_err(|e| EngineError::Runtime(format!("starting the offset-log writer: {e}")))?;
@@ -528,6 +601,11 @@ struct RunShared {
     metrics: Arc<EngineMetrics>,
     stop: Arc<AtomicBool>,
     start_offsets: HashMap<String, HashMap<PartitionId, u64>>,
+    /// This process's index (0 when it is the only one).
+    process: usize,
+    workers_per_process: usize,
+    /// Whether the job runs on several processes.
+    clustered: bool,
 }
 
 /// Timings worker 0 keeps for a batch until it completes.
@@ -542,6 +620,8 @@ fn worker_main<F>(worker: &mut Worker, run: &RunShared, job_fn: &F) -> Result<Ru
 where
     F: Fn(&mut Job<'_>) -> Result<()>,
 {
+    let span = tracing::info_span!("worker", process = run.process, worker = worker.index());
+    let _entered = span.enter();
     let probe = ProbeHandle::new();
     let shared = Rc::new(JobShared {
         clock: run.clock,
@@ -549,6 +629,7 @@ where
         metrics: Arc::clone(&run.metrics),
         worker: worker.index(),
         peers: worker.peers(),
+        output_workers: run.workers_per_process,
         outputs: Default::default(),
         current_batch: Default::default(),
         state_ops: Default::default(),
@@ -804,6 +885,8 @@ impl WorkerLoop<'_> {
     /// that the other workers learn of it and stop after the same batch.
     /// Returns whether it waited for `batch` itself to complete (see `run`).
     fn one_batch(&mut self, worker: &mut Worker, batch: BatchId, bounded: bool) -> bool {
+        let span = tracing::info_span!("batch", batch);
+        let _entered = span.enter();
         let started = Instant::now();
         self.shared.current_batch.set((batch, Some(started)));
         let nth = batch - self.run.first_batch;
@@ -840,28 +923,46 @@ impl WorkerLoop<'_> {
                 self.error = Some(EngineError::Recovery(RecoveryError::OffsetLog { message }));
             }
         }
+        let state = self.run.metrics.worker_state(self.shared.worker);
+        let first_local = self
+            .shared
+            .worker
+            .is_multiple_of(self.run.workers_per_process.max(1));
         let mut report = WorkerReport {
             finished,
             stop: self.run.stop.load(Ordering::SeqCst),
             failed: self.error.is_some(),
             checkpoint_wanted: self.wants_checkpoint(batch),
+            progress: crate::listener::WorkerProgress {
+                worker: u32::try_from(self.shared.worker).unwrap_or(u32::MAX),
+                process: u32::try_from(self.run.process).unwrap_or(u32::MAX),
+                state_keys: state.keys,
+                state_bytes: state.bytes,
+                late_events_total: if first_local {
+                    self.run.metrics.late_events()
+                } else {
+                    0
+                },
+                ..Default::default()
+            },
             ..WorkerReport::default()
         };
         for (_, b) in sources {
             report.rows += b.rows;
             report.dead_letters += b.dead_letters;
+            report.progress.rows += b.rows;
+            report.progress.dead_letters += b.dead_letters;
             report.offsets.extend(b.offsets);
             // Positions travel only for checkpoints (worker 0 keeps them for the manifest).
             if self.run.ckpt.is_some() {
                 report.positions.extend(b.positions);
             }
         }
-        self.summary.input_rows += report.rows;
-        self.summary.dead_letters += report.dead_letters;
         let local_offsets = report.offsets.clone();
         if let Some(r) = self.built.reports.as_mut() {
             r.send(report);
         }
+        self.await_logged(worker, batch);
         for d in &mut self.built.drivers {
             d.advance(batch + 1);
         }
@@ -894,6 +995,29 @@ impl WorkerLoop<'_> {
         }
         self.report_completed();
         wait_for_all
+    }
+
+    /// In a job of several processes, the batch's outputs run on process 0, which cannot see
+    /// the other processes' offset-log writers: so every worker's input moves past a batch only
+    /// once its own record of the batch is durable (stepping the dataflow meanwhile), and an
+    /// output, which runs only after every input moved past its batch, never runs first.
+    fn await_logged(&mut self, worker: &mut Worker, batch: BatchId) {
+        let Some(ckpt) = self.run.ckpt.as_ref().filter(|_| self.run.clustered) else {
+            return;
+        };
+        loop {
+            match ckpt.wal.worker_durable(batch, self.shared.worker) {
+                Ok(true) => return,
+                Ok(false) => {
+                    worker.step_or_park(Some(Duration::from_millis(1)));
+                }
+                Err(message) => {
+                    self.error
+                        .get_or_insert(EngineError::Recovery(RecoveryError::OffsetLog { message }));
+                    return;
+                }
+            }
+        }
     }
 
     /// Reads this batch's records: in until-end mode a chunk as fast as possible, in continuous
@@ -961,6 +1085,9 @@ impl WorkerLoop<'_> {
                 .cloned()
                 .unwrap_or_default();
             self.failed_seen |= totals.failed;
+            // Rows of every worker (all workers see the same totals).
+            self.summary.input_rows += totals.rows;
+            self.summary.dead_letters += totals.dead_letters;
             self.checkpoint_completed(done.batch, &totals);
             if self.is_reporter {
                 self.notify_completed(&done, totals);
@@ -1019,6 +1146,7 @@ impl WorkerLoop<'_> {
             state: self.run.metrics.state_sizes(),
             late_events_total: self.run.metrics.late_events(),
             last_checkpoint: self.run.metrics.last_checkpoint(),
+            workers: totals.workers,
         };
         tracing::debug!(
             batch = event.batch,

@@ -52,6 +52,9 @@ pub(crate) struct JobShared {
     pub worker: usize,
     /// How many workers the job runs on.
     pub peers: usize,
+    /// The workers output operations run on: those of process 0 (`0..output_workers`), where
+    /// the sinks and the hub are.
+    pub output_workers: usize,
     pub outputs: RefCell<usize>,
     /// The batch this worker is working on and when it started it.
     pub current_batch: std::cell::Cell<(BatchId, Option<std::time::Instant>)>,

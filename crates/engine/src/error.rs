@@ -55,6 +55,29 @@ pub enum EngineError {
     /// The dataflow runtime failed (a worker thread panicked or could not start).
     #[error("dataflow runtime: {0}")]
     Runtime(String),
+    /// The processes of a job could not connect to each other (a process did not start, runs
+    /// with other settings, or is unreachable).
+    #[error("cluster: process {process} could not join the job: {message}")]
+    ClusterStart {
+        /// This process's index.
+        process: usize,
+        /// What went wrong, naming the peer.
+        message: String,
+    },
+    /// Another process of the job was lost (it died or became unreachable). timely is
+    /// fail-stop: every process stops; restart them all and the job resumes from its latest
+    /// checkpoint.
+    #[error(
+        "lost process {process} ({address}): {cause}; every process of the job stops: restart them and the job resumes from its latest checkpoint"
+    )]
+    PeerLost {
+        /// The lost process's index.
+        process: usize,
+        /// Its address in the host file.
+        address: String,
+        /// How its connection ended.
+        cause: String,
+    },
     /// Another worker failed and the job stopped with it; that worker's error says why.
     #[error("another worker failed; see its error")]
     PeerFailed,

@@ -39,6 +39,8 @@ pub(crate) struct WorkerReport {
     pub stop: bool,
     /// This worker failed (its error is returned by `run`).
     pub failed: bool,
+    /// Who sent it and its counters, for progress reports of every process.
+    pub progress: crate::listener::WorkerProgress,
 }
 
 /// One batch's reports combined over all workers.
@@ -53,6 +55,7 @@ pub(crate) struct BatchTotals {
     pub finished: usize,
     pub stop: bool,
     pub failed: bool,
+    pub workers: Vec<crate::listener::WorkerProgress>,
 }
 
 /// Per-batch totals over all workers, kept on every worker until the loop has read them.
@@ -132,7 +135,9 @@ impl<'s> Job<'s> {
                     total.finished += usize::from(r.finished);
                     total.stop |= r.stop;
                     total.failed |= r.failed;
+                    total.workers.push(r.progress);
                 }
+                total.workers.sort_by_key(|w| w.worker);
                 sink.borrow_mut().insert(batch, total);
             },
         )

@@ -50,6 +50,7 @@
 //! ```
 
 pub mod checkpoint;
+pub mod cluster;
 mod context;
 mod dstream;
 mod error;

@@ -47,6 +47,29 @@ pub struct BatchCompleted {
     pub late_events_total: u64,
     /// The last checkpoint written, if checkpoints are on and one was.
     pub last_checkpoint: Option<crate::checkpoint::CheckpointStats>,
+    /// Every worker of every process: what it read in the batch and the state it holds.
+    pub workers: Vec<WorkerProgress>,
+}
+
+/// One worker's part of a batch, as it reported it (in a job of several processes, every
+/// process's workers are here).
+#[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct WorkerProgress {
+    /// The worker's index among all workers of the job.
+    pub worker: u32,
+    /// The process it runs in.
+    pub process: u32,
+    /// Records it read in the batch.
+    pub rows: u64,
+    /// Records it could not decode in the batch.
+    pub dead_letters: u64,
+    /// The keys its stateful operators held when it reported (after its previous batch).
+    pub state_keys: u64,
+    /// Their approximate bytes.
+    pub state_bytes: u64,
+    /// Late events its process counted so far (reported by each process's first worker; 0 on
+    /// the others).
+    pub late_events_total: u64,
 }
 
 /// Receives batch events. Called on worker 0's thread: keep it quick (hand work to a channel).

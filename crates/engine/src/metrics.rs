@@ -23,6 +23,7 @@ pub struct EngineMetrics {
     state: Mutex<BTreeMap<(String, usize), StateSize>>,
     checkpoint: Mutex<Option<crate::checkpoint::CheckpointStats>>,
     checkpoints: Mutex<CheckpointTotals>,
+    cluster: Mutex<Option<std::sync::Arc<crate::cluster::ClusterStats>>>,
 }
 
 /// Every checkpoint written by this process, summed up.
@@ -59,6 +60,32 @@ impl EngineMetrics {
             e.bytes += s.bytes;
         }
         out
+    }
+
+    /// The state of worker `worker` (of this process), summed over its operators.
+    pub fn worker_state(&self, worker: usize) -> StateSize {
+        let guard = self.state.lock().unwrap_or_else(|p| p.into_inner());
+        let mut total = StateSize::default();
+        for ((_, w), s) in guard.iter() {
+            if *w == worker {
+                total.keys += s.keys;
+                total.bytes += s.bytes;
+            }
+        }
+        total
+    }
+
+    /// In a job of several processes: this process's connections to the others (bytes sent and
+    /// received per peer), once they are made.
+    pub fn cluster(&self) -> Option<std::sync::Arc<crate::cluster::ClusterStats>> {
+        self.cluster
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
+    }
+
+    pub(crate) fn set_cluster(&self, stats: std::sync::Arc<crate::cluster::ClusterStats>) {
+        *self.cluster.lock().unwrap_or_else(|p| p.into_inner()) = Some(stats);
     }
 
     /// The last checkpoint written, if any.

@@ -54,6 +54,15 @@ pub trait CheckpointStore: Send + Sync + 'static {
     /// [`StoreError::Io`] when the storage could not be listed.
     fn list(&self, prefix: &str) -> Result<Vec<String>, StoreError>;
 
+    /// The size in bytes of the object at `path`, or `None` when there is none. The default reads
+    /// the object; stores that can ask for the size alone should.
+    ///
+    /// # Errors
+    /// [`StoreError::Io`] when the storage could not be read.
+    fn size(&self, path: &str) -> Result<Option<u64>, StoreError> {
+        Ok(self.get(path)?.map(|b| b.len() as u64))
+    }
+
     /// Removes the object at `path`; removing a missing object is not an error.
     ///
     /// # Errors

@@ -20,10 +20,13 @@ use super::CheckpointStore;
 use super::format::{Kind, Layout, WalRecord, encode};
 use crate::time::BatchId;
 
-/// Durability of the records so far: per worker, the highest batch whose record is durable.
+/// Durability of the records so far: per worker of this process, the highest batch whose record
+/// is durable.
 #[derive(Debug, Default)]
 struct Durable {
     upto: Vec<Option<BatchId>>,
+    /// The index of this process's first worker (`upto[0]` is its).
+    offset: usize,
     /// Why writing stopped, once it did: every later output is refused.
     failed: Option<String>,
 }
@@ -38,17 +41,19 @@ pub(crate) struct WalWriter {
 }
 
 impl WalWriter {
-    /// Starts the writer for `workers` workers whose first batch is `first`.
+    /// Starts the writer for this process's workers `local` (global indices) whose first batch is
+    /// `first`.
     pub(crate) fn start(
         store: Arc<dyn CheckpointStore>,
         layout: Layout,
-        workers: usize,
+        local: std::ops::Range<usize>,
         first: BatchId,
     ) -> std::io::Result<WalWriter> {
         let (tx, rx) = channel();
         let durable = Arc::new((
             Mutex::new(Durable {
-                upto: vec![None; workers],
+                upto: vec![None; local.len()],
+                offset: local.start,
                 failed: None,
             }),
             Condvar::new(),
@@ -84,11 +89,38 @@ impl WalWriter {
         changed.notify_all();
     }
 
-    /// Waits until every worker's record of `batch` is durable.
+    /// Waits until the record of `batch` of every worker of this process is durable. In a job of
+    /// several processes, every worker also waits for its own record before its input moves past
+    /// the batch ([`WalWriter::worker_durable`]), so the batch's outputs, which run on process 0
+    /// once every worker's input has moved past it, never run before every record is durable.
     ///
     /// # Errors
     /// Why the log could not be written: the batch's output must not leave the process.
     pub(crate) fn wait_durable(&self, batch: BatchId) -> Result<(), String> {
+        self.wait_until(batch, |d| {
+            d.upto.iter().all(|u| u.is_some_and(|u| u >= batch))
+        })
+    }
+
+    /// Whether worker `worker`'s record of `batch` is durable.
+    ///
+    /// # Errors
+    /// Why the log could not be written.
+    pub(crate) fn worker_durable(&self, batch: BatchId, worker: usize) -> Result<bool, String> {
+        if batch < self.first {
+            return Ok(true);
+        }
+        let durable = lock(&self.durable.0);
+        if let Some(why) = &durable.failed {
+            return Err(format!("batch {batch} is not in the offset log: {why}"));
+        }
+        Ok(durable
+            .upto
+            .get(worker.wrapping_sub(durable.offset))
+            .is_some_and(|u| u.is_some_and(|u| u >= batch)))
+    }
+
+    fn wait_until(&self, batch: BatchId, done: impl Fn(&Durable) -> bool) -> Result<(), String> {
         if batch < self.first {
             return Ok(());
         }
@@ -98,7 +130,7 @@ impl WalWriter {
             if let Some(why) = &durable.failed {
                 return Err(format!("batch {batch} is not in the offset log: {why}"));
             }
-            if durable.upto.iter().all(|u| u.is_some_and(|u| u >= batch)) {
+            if done(&durable) {
                 return Ok(());
             }
             let (next, timeout) = changed
@@ -151,7 +183,8 @@ fn run(
             let mut state = lock(&durable.0);
             match written {
                 Ok(()) => {
-                    if let Some(slot) = state.upto.get_mut(record.worker as usize) {
+                    let at = (record.worker as usize).wrapping_sub(state.offset);
+                    if let Some(slot) = state.upto.get_mut(at) {
                         *slot = Some(record.batch);
                     }
                 }

@@ -1,13 +1,17 @@
 //! The background writer: takes each worker's serialised state off the worker threads, writes
 //! the parts, and makes a checkpoint visible with its manifest once every part is durable and
 //! every sink has delivered the checkpoint's batch.
+//!
+//! In a job of several processes every process writes its own workers' parts to the shared
+//! storage; process 0, where the sinks run, waits until the other processes' parts are there
+//! and writes the manifest.
 
 use std::collections::BTreeMap;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::mpsc::{Receiver, Sender, channel};
 use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use super::format::{
     Kind, Layout, MANIFEST_VERSION, Manifest, OperatorState, PartitionPosition, WorkerPart, encode,
@@ -41,6 +45,10 @@ pub(crate) struct WriterConfig {
     pub store: Arc<dyn CheckpointStore>,
     pub layout: Layout,
     pub workers: u32,
+    /// The workers of this process (global indices).
+    pub local: std::ops::Range<u32>,
+    /// Whether this process writes manifests (process 0) or only its workers' parts.
+    pub commits: bool,
     pub key_groups: u32,
     pub keep: usize,
     pub fingerprint: BTreeMap<String, String>,
@@ -60,6 +68,8 @@ struct Pending {
 pub(crate) struct Writer {
     tx: Mutex<Option<Sender<Msg>>>,
     in_flight: Arc<AtomicUsize>,
+    /// Set when the run failed: a checkpoint waiting for other processes' parts gives up.
+    abort: Arc<AtomicBool>,
     thread: Mutex<Option<JoinHandle<()>>>,
 }
 
@@ -69,14 +79,22 @@ impl Writer {
         let (tx, rx) = channel();
         let in_flight = Arc::new(AtomicUsize::new(0));
         let counter = Arc::clone(&in_flight);
+        let abort = Arc::new(AtomicBool::new(false));
+        let aborted = Arc::clone(&abort);
         let thread = std::thread::Builder::new()
             .name("checkpoint-writer".into())
-            .spawn(move || run(config, rx, counter))?;
+            .spawn(move || run(config, rx, counter, &aborted))?;
         Ok(Writer {
             tx: Mutex::new(Some(tx)),
             in_flight,
+            abort,
             thread: Mutex::new(Some(thread)),
         })
+    }
+
+    /// Gives up checkpoints that wait for other processes (the run failed: they will not come).
+    pub(crate) fn abort(&self) {
+        self.abort.store(true, Ordering::SeqCst);
     }
 
     /// Counts a checkpoint as started (called once per checkpoint, by worker 0).
@@ -111,7 +129,13 @@ impl Writer {
     }
 }
 
-fn run(config: WriterConfig, rx: Receiver<Msg>, in_flight: Arc<AtomicUsize>) {
+fn run(config: WriterConfig, rx: Receiver<Msg>, in_flight: Arc<AtomicUsize>, abort: &AtomicBool) {
+    // Only process 0 counts checkpoints under way (its worker 0 starts them).
+    let done = |in_flight: &AtomicUsize| {
+        if config.commits {
+            in_flight.fetch_sub(1, Ordering::SeqCst);
+        }
+    };
     let mut pending: BTreeMap<BatchId, Pending> = BTreeMap::new();
     while let Ok(msg) = rx.recv() {
         let batch = match msg {
@@ -136,7 +160,7 @@ fn run(config: WriterConfig, rx: Receiver<Msg>, in_flight: Arc<AtomicUsize>) {
                     Err(e) => {
                         tracing::error!(batch, worker, error = %e, "checkpoint part not written; this checkpoint is skipped");
                         pending.remove(&batch);
-                        in_flight.fetch_sub(1, Ordering::SeqCst);
+                        done(&in_flight);
                         continue;
                     }
                 }
@@ -144,7 +168,7 @@ fn run(config: WriterConfig, rx: Receiver<Msg>, in_flight: Arc<AtomicUsize>) {
             }
             Msg::Abandon { batch } => {
                 pending.remove(&batch);
-                in_flight.fetch_sub(1, Ordering::SeqCst);
+                done(&in_flight);
                 continue;
             }
             Msg::Positions { batch, positions } => {
@@ -154,14 +178,20 @@ fn run(config: WriterConfig, rx: Receiver<Msg>, in_flight: Arc<AtomicUsize>) {
                 batch
             }
         };
-        let complete = pending
-            .get(&batch)
-            .is_some_and(|p| p.parts.len() == config.workers as usize && p.positions.is_some());
-        if let Some(p) = complete.then(|| pending.remove(&batch)).flatten() {
-            if let Err(e) = commit(&config, batch, p) {
-                tracing::error!(batch, error = %e, "checkpoint not committed");
+        let complete = pending.get(&batch).is_some_and(|p| {
+            p.parts.len() == config.local.len() && (p.positions.is_some() || !config.commits)
+        });
+        if let Some(mut p) = complete.then(|| pending.remove(&batch)).flatten() {
+            if config.commits {
+                let committed = remote_parts(&config, batch, abort).and_then(|remote| {
+                    p.parts.extend(remote);
+                    commit(&config, batch, p)
+                });
+                if let Err(e) = committed {
+                    tracing::error!(batch, error = %e, "checkpoint not committed");
+                }
             }
-            in_flight.fetch_sub(1, Ordering::SeqCst);
+            done(&in_flight);
             // Anything older that never completed (a failed part) will not complete now.
             pending.retain(|b, _| *b > batch);
         }
@@ -172,6 +202,62 @@ fn run(config: WriterConfig, rx: Receiver<Msg>, in_flight: Arc<AtomicUsize>) {
             "incomplete checkpoints dropped at shutdown"
         );
     }
+}
+
+/// The parts of the other processes' workers, once every one is in the storage (each process
+/// writes its own): their names and sizes by worker.
+fn remote_parts(
+    config: &WriterConfig,
+    batch: BatchId,
+    abort: &AtomicBool,
+) -> Result<BTreeMap<u32, (String, u64)>, String> {
+    let dir = config.layout.checkpoint_dir(batch);
+    let wanted: Vec<(u32, String)> = (0..config.workers)
+        .filter(|w| !config.local.contains(w))
+        .map(|w| (w, Layout::part_name(w, config.workers)))
+        .collect();
+    let mut found = BTreeMap::new();
+    if wanted.is_empty() {
+        return Ok(found);
+    }
+    let started = Instant::now();
+    let mut nap = Duration::from_millis(5);
+    loop {
+        let listed = config.store.list(&dir).map_err(|e| e.to_string())?;
+        let missing: Vec<&(u32, String)> = wanted
+            .iter()
+            .filter(|(_, name)| !listed.iter().any(|p| p.ends_with(name.as_str())))
+            .collect();
+        if missing.is_empty() {
+            break;
+        }
+        if abort.load(Ordering::SeqCst) {
+            return Err(format!(
+                "the run stopped before the parts of {} other workers were written",
+                missing.len()
+            ));
+        }
+        if started.elapsed() > Duration::from_secs(60) && nap < Duration::from_secs(1) {
+            tracing::warn!(
+                batch,
+                missing = missing.len(),
+                "the checkpoint waits for other processes' parts"
+            );
+            nap = Duration::from_secs(1);
+        }
+        std::thread::sleep(nap);
+        nap = (nap * 2).min(Duration::from_millis(200)).max(nap);
+    }
+    for (w, name) in wanted {
+        let path = format!("{dir}{name}");
+        let size = config
+            .store
+            .size(&path)
+            .map_err(|e| e.to_string())?
+            .ok_or_else(|| format!("part {name} vanished"))?;
+        found.insert(w, (name, size));
+    }
+    Ok(found)
 }
 
 fn write_part(config: &WriterConfig, part: &WorkerPart) -> Result<(String, u64), StoreError> {

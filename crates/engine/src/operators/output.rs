@@ -60,7 +60,8 @@ impl<'s, T: Data> DStream<'s, T> {
         self.foreach_batch_on(0, f);
     }
 
-    /// Like [`DStream::foreach_batch`], on worker `worker` modulo the number of workers. A job
+    /// Like [`DStream::foreach_batch`], on worker `worker` modulo the number of workers (of
+    /// process 0, in a job of several processes: outputs run where the sinks are). A job
     /// with several outputs can spread them over the workers, so that gathering and writing
     /// every stream's batches does not all fall to worker 0. One stream's batches are still
     /// handed over by one worker, in batch order.
@@ -107,7 +108,12 @@ impl<'s, T: Data> DStream<'s, T> {
         let clock = self.clock();
         let window = self.window_batches;
         let shared = std::rc::Rc::clone(&self.shared);
-        let target = worker % self.shared.peers.max(1);
+        // On process 0, whose workers are the first: the sinks and the hub run there.
+        let target = worker
+            % self
+                .shared
+                .output_workers
+                .clamp(1, self.shared.peers.max(1));
         *self.shared.outputs.borrow_mut() += 1;
         batch_unary::<_, (), _, _>(
             &self.stream,
