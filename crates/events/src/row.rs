@@ -9,9 +9,16 @@ use serde_json::value::RawValue;
 
 /// One row of a result stream: a JSON object with the stream's fields, kept as its text.
 ///
-/// Serialising a `JsonRow` with serde writes the text as is (it is not re-encoded, but it is
-/// checked again, so hot paths write [`JsonRow::get`] straight into their output); deserialising
-/// one checks that the input is JSON and keeps its text. Two rows are equal when their texts are.
+/// Serialised with serde, a row takes one of two forms, chosen by the format:
+/// - human-readable formats (serde_json): the JSON value itself, its text written as is (not
+///   re-encoded, but checked again, so hot paths write [`JsonRow::get`] straight into their
+///   output); deserialising checks that the input is JSON and keeps its text;
+/// - binary formats (`is_human_readable()` false: bincode, which timely uses for records that
+///   cross processes): one string, the text. Neither side parses it: the sender's row is JSON
+///   already, so the receiver only checks what the string type does (UTF-8) and that the text
+///   is not empty.
+///
+/// Two rows are equal when their texts are.
 ///
 /// # Examples
 /// ```
@@ -282,6 +289,10 @@ impl fmt::Display for JsonRow {
 
 impl Serialize for JsonRow {
     fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        if !serializer.is_human_readable() {
+            // Binary formats: the text as one string, copied as it is.
+            return serializer.serialize_str(self.get());
+        }
         // serde has no way to hand over raw text but serde_json's `RawValue`, which can only be
         // had by checking the text (it is JSON: it was produced or checked when the row was made).
         let raw: &RawValue = serde_json::from_str(self.get()).map_err(serde::ser::Error::custom)?;
@@ -291,6 +302,15 @@ impl Serialize for JsonRow {
 
 impl<'de> Deserialize<'de> for JsonRow {
     fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        if !deserializer.is_human_readable() {
+            // Binary formats: the text the sender checked, kept without parsing it again (the
+            // string is UTF-8, which `String` checks; a JSON text is never empty).
+            let text = String::deserialize(deserializer)?;
+            if text.is_empty() {
+                return Err(serde::de::Error::invalid_length(0, &"a JSON text"));
+            }
+            return Ok(JsonRow(text.into_boxed_str()));
+        }
         Box::<RawValue>::deserialize(deserializer).map(|raw| JsonRow(raw.into()))
     }
 }
@@ -398,6 +418,80 @@ mod tests {
             o.str("inner", inner.get());
         });
         assert_eq!(outer.to_value(), json!({"inner": "{\"n\":1}"}));
+    }
+
+    proptest::proptest! {
+        /// Through bincode (not human-readable) a row is its text as one string, and comes back
+        /// as the same row, alone or in a vector (as timely sends records); serde_json still
+        /// writes the row's JSON itself.
+        #[test]
+        fn rows_round_trip_through_bincode_as_their_text(
+            strings in proptest::collection::vec("\\PC{0,12}|[\"\\\\\u{0}-\u{1f}aé€😀]{0,6}", 0..5),
+            n in proptest::prelude::any::<u64>(),
+        ) {
+            let row = JsonRow::object(|o| {
+                for (i, s) in strings.iter().enumerate() {
+                    o.str(&format!("s{i}"), s);
+                }
+                o.u64("n", n);
+            });
+            let bytes = bincode::serialize(&row).unwrap();
+            // A u64 length, then the text as it is.
+            proptest::prop_assert_eq!(bytes.len(), 8 + row.get().len());
+            proptest::prop_assert_eq!(&bytes[8..], row.get().as_bytes());
+            let back: JsonRow = bincode::deserialize(&bytes).unwrap();
+            proptest::prop_assert_eq!(&back, &row);
+
+            let rows = vec![row.clone(), JsonRow::from(serde_json::Value::from(strings.clone())), row.clone()];
+            let back: Vec<JsonRow> = bincode::deserialize(&bincode::serialize(&rows).unwrap()).unwrap();
+            proptest::prop_assert_eq!(&back, &rows);
+
+            proptest::prop_assert_eq!(serde_json::to_string(&row).unwrap(), row.get());
+            let back: JsonRow = serde_json::from_str(row.get()).unwrap();
+            proptest::prop_assert_eq!(back, row);
+        }
+    }
+
+    #[test]
+    fn serde_json_writes_rows_as_json() {
+        let rows = vec![
+            JsonRow::from_text(r#"{"url":"/a \"é\" \n","count":1}"#).unwrap(),
+            JsonRow::from_text("[1,2]").unwrap(),
+        ];
+        assert_eq!(
+            serde_json::to_string(&rows).unwrap(),
+            r#"[{"url":"/a \"é\" \n","count":1},[1,2]]"#
+        );
+        assert_eq!(
+            serde_json::to_string_pretty(&json!({"row": rows[1]})).unwrap(),
+            "{\n  \"row\": [\n    1,\n    2\n  ]\n}"
+        );
+        // serde_json's input is checked as JSON.
+        assert!(serde_json::from_str::<JsonRow>("{\"a\":").is_err());
+    }
+
+    #[test]
+    fn corrupt_bincode_rows_are_errors() {
+        let row = JsonRow::from_text(r#"{"url":"/é"}"#).unwrap();
+        let bytes = bincode::serialize(&row).unwrap();
+        // Cut anywhere: an error, not a panic.
+        for cut in 0..bytes.len() {
+            assert!(
+                bincode::deserialize::<JsonRow>(&bytes[..cut]).is_err(),
+                "cut at {cut}"
+            );
+        }
+        // Not UTF-8 (the second byte of `é` replaced).
+        let mut bad = bytes.clone();
+        let at = 8 + row.get().find('é').unwrap() + 1;
+        bad[at] = b'"';
+        assert!(bincode::deserialize::<JsonRow>(&bad).is_err());
+        // An empty text is no JSON.
+        assert!(bincode::deserialize::<JsonRow>(&bincode::serialize("").unwrap()).is_err());
+        // A length far beyond the input.
+        let mut long = bytes;
+        long[..8].copy_from_slice(&u64::MAX.to_le_bytes());
+        assert!(bincode::deserialize::<JsonRow>(&long).is_err());
     }
 
     #[test]
