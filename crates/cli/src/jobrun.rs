@@ -11,7 +11,7 @@ use clickpulse_connectors::files::JsonlSink;
 use clickpulse_connectors::log::LogSource;
 use clickpulse_engine::checkpoint::{Checkpointing, ExtraHook};
 use clickpulse_engine::source::PartitionedSource;
-use clickpulse_engine::{RunMode, RunSummary, ShutdownHandle, StreamingContext};
+use clickpulse_engine::{Cluster, RunMode, RunSummary, ShutdownHandle, StreamingContext};
 use clickpulse_job::click::{Click, IntoClick};
 use clickpulse_job::history::History;
 use clickpulse_job::{JobConfig, Outputs, StandardJob};
@@ -127,6 +127,12 @@ pub struct RunReport {
     pub first_new_batch_s: Option<f64>,
     /// The checkpoints this run wrote.
     pub checkpoints: clickpulse_engine::metrics::CheckpointTotals,
+    /// This process's index (0 unless the job runs on several processes).
+    pub process: usize,
+    /// How many processes run the job.
+    pub processes: usize,
+    /// Bytes this process sent to the other processes.
+    pub exchange_bytes_sent: u64,
 }
 
 /// What [`JobRun::prepare`] makes besides the context and the job.
@@ -147,25 +153,31 @@ impl JobRun {
             .key_groups(e.key_groups)?
             .max_records_per_partition(e.max_records_per_partition)?
             .mode(self.mode);
-        let listener = BatchListener::new(
-            self.hub.clone(),
-            Arc::clone(&self.metrics),
-            e.batch_interval,
-        );
+        let process = self.config.cluster.process.unwrap_or(0);
+        if self.config.cluster.is_member() {
+            let addresses = self.config.cluster.addresses()?;
+            ctx = ctx
+                .cluster(Cluster::Processes { addresses, process })?
+                .connect_timeout(self.config.cluster.connect_timeout);
+        }
+        // Results are gathered on process 0: the sinks and the hub run there only.
+        let gathers = process == 0;
+        let hub = self.hub.clone().filter(|_| gathers);
+        let listener = BatchListener::new(hub.clone(), Arc::clone(&self.metrics), e.batch_interval);
         let last_batch = Arc::clone(&listener.last_batch);
         let new_from = Arc::clone(&listener.new_from);
         let first_new_done = Arc::clone(&listener.first_new_done);
         ctx.add_listener(Arc::new(listener));
         let outputs = Outputs::new();
-        if let Some(hub) = &self.hub {
+        if let Some(hub) = &hub {
             outputs.add(Box::new(HubSink::new(hub.clone())));
         }
-        if let Some(dir) = &self.config.output.dir {
+        if let Some(dir) = self.config.output.dir.as_ref().filter(|_| gathers) {
             std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
             // An fsync per file: on a thread of its own, off the engine's output thread.
             outputs.add(Box::new(BackgroundSink::new(JsonlSink::new(dir), 64)?));
         }
-        if let Some(url) = &self.config.output.kafka {
+        if let Some(url) = self.config.output.kafka.as_ref().filter(|_| gathers) {
             let prefix = &self.config.output.kafka_topic_prefix;
             outputs.add(Box::new(kafka::result_sink(url, prefix)?));
         }
@@ -182,7 +194,7 @@ impl JobRun {
                 new_from.store(first_new, std::sync::atomic::Ordering::Relaxed);
             }
         }
-        if let Some(hub) = &self.hub {
+        if let Some(hub) = &hub {
             self.restore_hub(hub, &ctx);
             hub.set_job_control(Arc::new(RunControl {
                 stop: ctx.shutdown_handle(),
@@ -337,6 +349,9 @@ impl JobRun {
                 .get()
                 .map(|t| t.saturating_duration_since(begun).as_secs_f64()),
             checkpoints: engine.checkpoint_totals(),
+            process: self.config.cluster.process.unwrap_or(0),
+            processes: engine.cluster().map_or(1, |c| c.processes()),
+            exchange_bytes_sent: summary.exchange_bytes_sent,
         })
     }
 }

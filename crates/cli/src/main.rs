@@ -2,6 +2,7 @@
 
 mod alloc;
 mod bench;
+mod cluster;
 mod control;
 mod demo;
 mod feeds;
@@ -121,6 +122,20 @@ pub struct RunArgs {
     /// from its beginning (overrides checkpoint.enabled).
     #[arg(long)]
     no_checkpoint: bool,
+    /// Run as one process of several: FILE lists every process's host:port, one per line,
+    /// process 0 first (timely's host-file format). Every process gets the same host file and
+    /// job file; results are gathered on process 0, which runs the sinks and the hub
+    /// (overrides cluster.hosts).
+    #[arg(long, value_name = "FILE", requires = "process")]
+    hosts: Option<PathBuf>,
+    /// This process's index in the host file (overrides cluster.process).
+    #[arg(long, value_name = "I", requires = "hosts")]
+    process: Option<usize>,
+    /// Start the job as N processes on this machine over loopback, each with --workers
+    /// workers, and restart them all from the latest checkpoint when one fails (overrides
+    /// cluster.local_processes).
+    #[arg(long, value_name = "N", conflicts_with_all = ["hosts", "process"])]
+    local_processes: Option<usize>,
 }
 
 /// The job file with the flags applied, validated.
@@ -156,12 +171,34 @@ fn run_config(args: &RunArgs) -> anyhow::Result<JobConfig> {
     if args.no_checkpoint {
         config.checkpoint.enabled = false;
     }
+    if let Some(hosts) = &args.hosts {
+        config.cluster.hosts = Some(hosts.clone());
+        config.cluster.process = args.process;
+        // A member of a cluster, perhaps started by `--local-processes`: it starts no others.
+        config.cluster.local_processes = 1;
+    }
+    if let Some(n) = args.local_processes {
+        config.cluster.local_processes = n;
+    }
     config.validate()?;
     Ok(config)
 }
 
 fn run(args: RunArgs) -> anyhow::Result<()> {
     let config = run_config(&args)?;
+    if config.cluster.local_processes > 1 {
+        return cluster::supervise(&args, &config);
+    }
+    let process = config.cluster.process.unwrap_or(0);
+    if config.cluster.is_member() {
+        // Checked here, before the processes wait for each other.
+        config.cluster.addresses()?;
+        if process != 0 && args.serve.is_some() && config.input.kafka.is_none() {
+            anyhow::bail!(
+                "--serve on process {process}: with the embedded log only process 0 serves (the log has one writer, and the hub is on process 0); read clicks from Kafka to run a collector on every process"
+            );
+        }
+    }
     let mode = if args.until_end {
         if args.serve.is_none() {
             // The process ends with the input: no need to hand memory back before then.
@@ -190,7 +227,13 @@ fn run(args: RunArgs) -> anyhow::Result<()> {
         from_scratch: args.from_scratch,
     };
     let report = job.run_input(&input, server::stop_on_signal)?;
-    if args.json {
+    if process != 0 {
+        // Process 0 reports the job; the others say what they did on standard error.
+        eprintln!(
+            "process {process}: done after {} batches; sent {} bytes to the other processes",
+            report.batches, report.exchange_bytes_sent
+        );
+    } else if args.json {
         println!("{}", serde_json::to_string(&report)?);
     } else {
         println!(

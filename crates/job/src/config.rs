@@ -48,6 +48,8 @@ pub struct JobConfig {
     pub output: OutputConfig,
     /// Checkpoints and exactly-once restarts.
     pub checkpoint: CheckpointConfig,
+    /// Running the job as several processes.
+    pub cluster: ClusterConfig,
 }
 
 impl Default for JobConfig {
@@ -60,6 +62,7 @@ impl Default for JobConfig {
             history: HistoryConfig::default(),
             output: OutputConfig::default(),
             checkpoint: CheckpointConfig::default(),
+            cluster: ClusterConfig::default(),
         }
     }
 }
@@ -114,6 +117,119 @@ impl CheckpointConfig {
                 .to_string_lossy()
                 .into_owned()
         })
+    }
+}
+
+/// `[cluster]`: the job as several processes of `engine.workers` workers each, over timely's
+/// cluster communication. Results are gathered on process 0, which runs the sinks and the hub.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ClusterConfig {
+    /// A host file: one `host:port` per line, process 0 first (blank lines and `#` comments
+    /// are skipped). Every process gets the same file and job file. Unset = one process.
+    pub hosts: Option<PathBuf>,
+    /// This process's index in `hosts`.
+    pub process: Option<usize>,
+    /// Starts this many processes on this machine over loopback, under a supervisor that
+    /// restarts them all from the latest checkpoint when one fails. Default = 1 (no cluster).
+    pub local_processes: usize,
+    /// How long the processes wait for each other at start. Default = 60s.
+    #[serde(with = "humantime_serde")]
+    pub connect_timeout: Duration,
+    /// How many times `local_processes` restarts a failed job before giving up. Default = 3.
+    pub max_restarts: u32,
+}
+
+impl Default for ClusterConfig {
+    fn default() -> Self {
+        ClusterConfig {
+            hosts: None,
+            process: None,
+            local_processes: 1,
+            connect_timeout: Duration::from_secs(60),
+            max_restarts: 3,
+        }
+    }
+}
+
+impl ClusterConfig {
+    /// Whether this process is one of several (a host file and an index are given).
+    pub fn is_member(&self) -> bool {
+        self.hosts.is_some()
+    }
+
+    /// Every process's address from the host file.
+    ///
+    /// # Errors
+    /// [`ConfigError::Value`] naming `cluster.hosts` when the file cannot be read, has no
+    /// address, or an address is not `host:port`; naming `cluster.process` when the index is
+    /// not one of its lines.
+    ///
+    /// # Examples
+    /// ```
+    /// use std::io::Write;
+    /// let mut f = tempfile::NamedTempFile::new().unwrap();
+    /// writeln!(f, "# three processes\n10.0.0.1:2101\n\n10.0.0.2:2101\n10.0.0.3:2101").unwrap();
+    /// let cluster = clickpulse_job::config::ClusterConfig {
+    ///     hosts: Some(f.path().to_path_buf()),
+    ///     process: Some(2),
+    ///     ..Default::default()
+    /// };
+    /// assert_eq!(cluster.addresses().unwrap()[2], "10.0.0.3:2101");
+    /// ```
+    pub fn addresses(&self) -> Result<Vec<String>, ConfigError> {
+        let bad = |key: &str, reason: String| ConfigError::Value {
+            key: key.into(),
+            reason,
+        };
+        let Some(path) = &self.hosts else {
+            return Ok(Vec::new());
+        };
+        let text = std::fs::read_to_string(path)
+            .map_err(|e| bad("cluster.hosts", format!("{}: {e}", path.display())))?;
+        let mut addresses = Vec::new();
+        for (n, line) in text.lines().enumerate() {
+            let line = line.split('#').next().unwrap_or("").trim();
+            if line.is_empty() {
+                continue;
+            }
+            let port_ok = line
+                .rsplit_once(':')
+                .is_some_and(|(host, port)| !host.is_empty() && port.parse::<u16>().is_ok());
+            if !port_ok {
+                return Err(bad(
+                    "cluster.hosts",
+                    format!(
+                        "{} line {}: `{line}` is not host:port",
+                        path.display(),
+                        n + 1
+                    ),
+                ));
+            }
+            addresses.push(line.to_string());
+        }
+        if addresses.is_empty() {
+            return Err(bad(
+                "cluster.hosts",
+                format!("{} lists no process", path.display()),
+            ));
+        }
+        match self.process {
+            None => Err(bad(
+                "cluster.process",
+                "is required with cluster.hosts (this process's index in the host file)".into(),
+            )),
+            Some(p) if p >= addresses.len() => Err(bad(
+                "cluster.process",
+                format!(
+                    "is {p}, but {} lists {} processes (0..{})",
+                    path.display(),
+                    addresses.len(),
+                    addresses.len()
+                ),
+            )),
+            Some(_) => Ok(addresses),
+        }
     }
 }
 
@@ -422,6 +538,22 @@ impl JobConfig {
                 reason,
             })
         };
+        let c = &self.cluster;
+        if c.local_processes == 0 || c.local_processes > 64 {
+            return bad("cluster.local_processes", "must be 1 to 64".into());
+        }
+        if c.local_processes > 1 && c.hosts.is_some() {
+            return bad(
+                "cluster.local_processes",
+                "starts processes on this machine; it does not go with cluster.hosts".into(),
+            );
+        }
+        if c.process.is_some() && c.hosts.is_none() {
+            return bad(
+                "cluster.process",
+                "needs cluster.hosts (the host file it is an index into)".into(),
+            );
+        }
         let e = &self.engine;
         if e.batch_interval < Duration::from_millis(1) {
             return bad("engine.batch_interval", "must be at least 1ms".into());
