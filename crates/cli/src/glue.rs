@@ -79,6 +79,23 @@ pub struct BatchListener {
     pub new_from: Arc<std::sync::atomic::AtomicU64>,
     /// When the first such batch completed.
     pub first_new_done: Arc<std::sync::OnceLock<std::time::Instant>>,
+    /// Every worker of every process as it last reported (for `GET /api/job`).
+    pub workers: Workers,
+}
+
+/// Every worker of every process as it last reported, with the events it read in all.
+pub type Workers = Arc<std::sync::Mutex<std::collections::BTreeMap<u32, WorkerStatus>>>;
+
+/// One worker as `GET /api/job` shows it.
+#[derive(Debug, Clone, Default, serde::Serialize)]
+pub struct WorkerStatus {
+    pub worker: u32,
+    pub process: u32,
+    pub events: u64,
+    pub state_keys: u64,
+    pub state_bytes: u64,
+    /// The partitions it read in its last batch with input, and the next offset of each.
+    pub partitions: std::collections::BTreeMap<String, u64>,
 }
 
 impl BatchListener {
@@ -92,6 +109,7 @@ impl BatchListener {
             last_batch: Arc::default(),
             new_from: Arc::default(),
             first_new_done: Arc::default(),
+            workers: Arc::default(),
         }
     }
 }
@@ -111,6 +129,38 @@ impl StreamingListener for BatchListener {
             .add_late_events(e.late_events_total.saturating_sub(previous));
         self.metrics
             .record_batch(e.processing_time, e.scheduling_delay);
+        let peers = e.workers.len().max(1);
+        {
+            let mut workers = self.workers.lock().unwrap_or_else(|p| p.into_inner());
+            for w in &e.workers {
+                self.metrics.record_worker(
+                    w.process,
+                    w.worker,
+                    w.rows,
+                    w.state_keys,
+                    w.state_bytes,
+                );
+                if w.exchange_sent_bytes > 0 {
+                    self.metrics
+                        .set_exchange_sent(w.process, w.exchange_sent_bytes);
+                }
+                let status = workers.entry(w.worker).or_default();
+                status.worker = w.worker;
+                status.process = w.process;
+                status.events += w.rows;
+                status.state_keys = w.state_keys;
+                status.state_bytes = w.state_bytes;
+            }
+            // Partition p is read by worker p % workers (the engine's assignment).
+            for o in &e.offsets {
+                let worker = (o.partition as usize % peers) as u32;
+                if let Some(status) = workers.get_mut(&worker) {
+                    status
+                        .partitions
+                        .insert(format!("{}/{}", o.source, o.partition), o.to);
+                }
+            }
+        }
         for (operator, size) in &e.state {
             self.metrics
                 .set_operator_state(operator, size.keys, size.bytes);
@@ -149,6 +199,33 @@ pub struct RunControl {
     pub last_batch: Arc<std::sync::atomic::AtomicU64>,
     pub resumed_from_batch: Option<u64>,
     pub checkpoint_dir: Option<String>,
+    pub workers: Workers,
+}
+
+impl RunControl {
+    /// Every process with its workers as they last reported, and the bytes it sent.
+    fn processes(&self) -> Vec<serde_json::Value> {
+        let workers = self.workers.lock().unwrap_or_else(|p| p.into_inner());
+        let mut by_process: std::collections::BTreeMap<u32, Vec<&WorkerStatus>> =
+            std::collections::BTreeMap::new();
+        for w in workers.values() {
+            by_process.entry(w.process).or_default().push(w);
+        }
+        let cluster = self.engine.cluster();
+        by_process
+            .into_iter()
+            .map(|(process, ws)| {
+                serde_json::json!({
+                    "process": process,
+                    "address": cluster.as_ref().and_then(|c| c.address(process as usize)),
+                    "events": ws.iter().map(|w| w.events).sum::<u64>(),
+                    "state_keys": ws.iter().map(|w| w.state_keys).sum::<u64>(),
+                    "state_bytes": ws.iter().map(|w| w.state_bytes).sum::<u64>(),
+                    "workers": ws,
+                })
+            })
+            .collect()
+    }
 }
 
 impl clickpulse_server::JobControl for RunControl {
@@ -167,6 +244,7 @@ impl clickpulse_server::JobControl for RunControl {
             "state_sizes": self.engine.state_sizes(),
             "late_events": self.engine.late_events(),
             "dead_letters": self.engine.dead_letters(),
+            "processes": self.processes(),
         })
     }
 

@@ -167,6 +167,7 @@ impl JobRun {
         let last_batch = Arc::clone(&listener.last_batch);
         let new_from = Arc::clone(&listener.new_from);
         let first_new_done = Arc::clone(&listener.first_new_done);
+        let workers = Arc::clone(&listener.workers);
         ctx.add_listener(Arc::new(listener));
         let outputs = Outputs::new();
         if let Some(hub) = &hub {
@@ -202,6 +203,7 @@ impl JobRun {
                 engine: ctx.metrics(),
                 last_batch,
                 resumed_from_batch: ctx.recovered().and_then(|r| r.resumed_from()),
+                workers,
                 checkpoint_dir: self
                     .config
                     .checkpoint

@@ -354,3 +354,110 @@ fn three_processes_read_kafka_like_one() {
     assert_eq!(s["processes"].as_u64(), Some(3), "{s}");
     assert_same_results(&expected, &got);
 }
+
+/// `GET /api/job` and `/metrics` on process 0 show every process and worker of a running
+/// cluster; `clickpulse stop` stops them all, and every process exits 0.
+#[test]
+fn process_0_reports_every_process_and_stop_stops_them_all() {
+    let dir = tempfile::tempdir().unwrap();
+    let log = dir.path().join("log");
+    replay_msnbc(&log, Some(50_000));
+    let port = common::free_port();
+    let url = format!("http://127.0.0.1:{port}");
+    let mut supervisor = run_checkpointed(&dir.path().join("checkpoints"))
+        .args([
+            "--topic",
+            "clicks",
+            "--local-processes",
+            "3",
+            "--workers",
+            "1",
+        ])
+        .args([
+            "--batch-interval",
+            "200ms",
+            "--serve",
+            &format!("127.0.0.1:{port}"),
+        ])
+        .arg("--log")
+        .arg(&log)
+        .env("CLICKPULSE__ENGINE__MAX_RECORDS_PER_PARTITION", "1000")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let started = Instant::now();
+    let status = loop {
+        let out = clickpulse()
+            .args(["status", "--url", &url])
+            .output()
+            .unwrap();
+        if out.status.success() {
+            let s: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+            let processes = s["processes"].as_array().cloned().unwrap_or_default();
+            if processes.len() == 3 && processes.iter().all(|p| p["events"].as_u64() > Some(0)) {
+                break s;
+            }
+        }
+        assert!(supervisor.try_wait().unwrap().is_none(), "the job ended");
+        assert!(
+            started.elapsed() < Duration::from_secs(120),
+            "no report of 3 processes"
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    };
+    for (i, p) in status["processes"].as_array().unwrap().iter().enumerate() {
+        assert_eq!(p["process"].as_u64(), Some(i as u64), "{status}");
+        assert_eq!(
+            p["workers"][0]["worker"].as_u64(),
+            Some(i as u64),
+            "{status}"
+        );
+        assert!(p["address"].as_str().unwrap().starts_with("127.0.0.1:"));
+    }
+    // Every process's workers and traffic, as the reports of the next batches arrive.
+    let wanted: Vec<String> = (0..3)
+        .flat_map(|p| {
+            [
+                format!(r#"clickpulse_worker_events_in_total{{process="{p}",worker="{p}"}}"#),
+                format!(r#"clickpulse_exchange_sent_bytes{{process="{p}"}}"#),
+            ]
+        })
+        .collect();
+    let started = Instant::now();
+    loop {
+        let metrics = http_get(port, "/metrics");
+        let missing: Vec<&String> = wanted.iter().filter(|w| !metrics.contains(*w)).collect();
+        if missing.is_empty() {
+            break;
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(60),
+            "{missing:?} missing from\n{metrics}"
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    run_ok(clickpulse().args(["stop", "--url", &url]));
+    let output = supervisor.wait_with_output().unwrap();
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+}
+
+/// A plain HTTP/1.1 GET on 127.0.0.1:`port`; the body.
+fn http_get(port: u16, path: &str) -> String {
+    use std::io::{Read, Write};
+    let mut s = std::net::TcpStream::connect(("127.0.0.1", port)).unwrap();
+    write!(
+        s,
+        "GET {path} HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n"
+    )
+    .unwrap();
+    let mut text = String::new();
+    s.read_to_string(&mut text).unwrap();
+    text.split_once("\r\n\r\n")
+        .map(|(_, b)| b.to_string())
+        .unwrap_or(text)
+}

@@ -78,6 +78,11 @@ impl ClusterStats {
         self.process
     }
 
+    /// The address of process `process` in the host file.
+    pub fn address(&self, process: usize) -> Option<&str> {
+        self.addresses.get(process).map(String::as_str)
+    }
+
     /// How many processes run the job.
     pub fn processes(&self) -> usize {
         self.addresses.len()

@@ -943,6 +943,10 @@ impl WorkerLoop<'_> {
                 } else {
                     0
                 },
+                exchange_sent_bytes: match self.run.metrics.cluster() {
+                    Some(c) if first_local => c.sent_bytes(),
+                    _ => 0,
+                },
                 ..Default::default()
             },
             ..WorkerReport::default()
@@ -1144,7 +1148,13 @@ impl WorkerLoop<'_> {
             total_delay: done.scheduling_delay + now.saturating_duration_since(done.read_done),
             offsets: totals.offsets,
             state: self.run.metrics.state_sizes(),
-            late_events_total: self.run.metrics.late_events(),
+            late_events_total: self.run.metrics.late_events()
+                + totals
+                    .workers
+                    .iter()
+                    .filter(|w| w.process as usize != self.run.process)
+                    .map(|w| w.late_events_total)
+                    .sum::<u64>(),
             last_checkpoint: self.run.metrics.last_checkpoint(),
             workers: totals.workers,
         };

@@ -43,7 +43,8 @@ pub struct BatchCompleted {
     pub offsets: Vec<PartitionProgress>,
     /// State size per stateful operator (this process's workers), after the batch.
     pub state: BTreeMap<String, StateSize>,
-    /// Late events counted so far (this process).
+    /// Late events counted so far: this process's, and those the other processes had counted
+    /// when they reported (a batch or two behind).
     pub late_events_total: u64,
     /// The last checkpoint written, if checkpoints are on and one was.
     pub last_checkpoint: Option<crate::checkpoint::CheckpointStats>,
@@ -70,6 +71,8 @@ pub struct WorkerProgress {
     /// Late events its process counted so far (reported by each process's first worker; 0 on
     /// the others).
     pub late_events_total: u64,
+    /// Bytes its process sent to the other processes so far (likewise; 0 with one process).
+    pub exchange_sent_bytes: u64,
 }
 
 /// Receives batch events. Called on worker 0's thread: keep it quick (hand work to a channel).

@@ -33,6 +33,19 @@ struct OperatorLabels {
     operator: String,
 }
 
+/// The labels of the per-worker metrics (a job of several processes has workers on each).
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct WorkerLabels {
+    process: u32,
+    worker: u32,
+}
+
+/// The label of the per-process metrics.
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct ProcessLabels {
+    process: u32,
+}
+
 /// A gauge holding seconds as an `f64`.
 type SecondsGauge = Gauge<f64, AtomicU64>;
 
@@ -131,6 +144,10 @@ pub struct Metrics {
     checkpoint_bytes: Gauge,
     checkpoint_duration: SecondsGauge,
     checkpoint_age: CheckpointAge,
+    worker_events: Family<WorkerLabels, Counter>,
+    worker_state_keys: Family<WorkerLabels, Gauge>,
+    worker_state_bytes: Family<WorkerLabels, Gauge>,
+    exchange_sent: Family<ProcessLabels, Gauge>,
 }
 
 impl fmt::Debug for Metrics {
@@ -170,6 +187,10 @@ impl Metrics {
             checkpoint_bytes: Gauge::default(),
             checkpoint_duration: SecondsGauge::default(),
             checkpoint_age: CheckpointAge::new(),
+            worker_events: Family::default(),
+            worker_state_keys: Family::default(),
+            worker_state_bytes: Family::default(),
+            exchange_sent: Family::default(),
         };
         m.register_all();
         m
@@ -177,6 +198,28 @@ impl Metrics {
 
     fn register_all(&mut self) {
         let r = &mut self.registry;
+        r.register(
+            "worker_events_in",
+            "Events read by each worker of each process",
+            self.worker_events.clone(),
+        );
+        r.register(
+            "worker_state_keys",
+            "Keys held by each worker's stateful operators",
+            self.worker_state_keys.clone(),
+        );
+        r.register_with_unit(
+            "worker_state",
+            "Approximate bytes of each worker's operator state",
+            Unit::Bytes,
+            self.worker_state_bytes.clone(),
+        );
+        r.register_with_unit(
+            "exchange_sent",
+            "Bytes each process sent to the other processes of the job",
+            Unit::Bytes,
+            self.exchange_sent.clone(),
+        );
         r.register(
             "events_in",
             "Events read by the engine",
@@ -318,6 +361,38 @@ impl Metrics {
             .set(saturating_i64(keys));
         self.state_bytes
             .get_or_create(&labels)
+            .set(saturating_i64(bytes));
+    }
+
+    /// Records what worker `worker` of process `process` did in a batch: `rows` read
+    /// (`clickpulse_worker_events_in_total`) and the state it holds
+    /// (`clickpulse_worker_state_keys`, `clickpulse_worker_state_bytes`).
+    ///
+    /// # Examples
+    /// ```
+    /// use clickpulse_server::Metrics;
+    /// let metrics = Metrics::new();
+    /// metrics.record_worker(1, 3, 500, 20, 4096);
+    /// metrics.set_exchange_sent(1, 1 << 20);
+    /// let text = metrics.encode().expect("encodes");
+    /// assert!(text.contains(r#"clickpulse_worker_events_in_total{process="1",worker="3"} 500"#));
+    /// assert!(text.contains(r#"clickpulse_exchange_sent_bytes{process="1"} 1048576"#));
+    /// ```
+    pub fn record_worker(&self, process: u32, worker: u32, rows: u64, keys: u64, bytes: u64) {
+        let labels = WorkerLabels { process, worker };
+        self.worker_events.get_or_create(&labels).inc_by(rows);
+        self.worker_state_keys
+            .get_or_create(&labels)
+            .set(saturating_i64(keys));
+        self.worker_state_bytes
+            .get_or_create(&labels)
+            .set(saturating_i64(bytes));
+    }
+
+    /// Sets the bytes process `process` sent to the others (`clickpulse_exchange_sent_bytes`).
+    pub fn set_exchange_sent(&self, process: u32, bytes: u64) {
+        self.exchange_sent
+            .get_or_create(&ProcessLabels { process })
             .set(saturating_i64(bytes));
     }
 
