@@ -208,8 +208,15 @@ where
     Ok(ServerHandle { addr, task })
 }
 
-/// Every route (see `docs/protocol.md`).
+/// Every route (see `docs/protocol.md`), behind tower-http's trace layer: a span per request
+/// (method, path, version) and its response at debug level (`RUST_LOG=tower_http=debug` shows
+/// them), server errors (5xx) at warn level always.
 fn router(config: &ServerConfig, state: AppState) -> Router {
+    use tower_http::trace::{DefaultMakeSpan, DefaultOnFailure, DefaultOnResponse, TraceLayer};
+    let trace = TraceLayer::new_for_http()
+        .make_span_with(DefaultMakeSpan::new().level(tracing::Level::DEBUG))
+        .on_response(DefaultOnResponse::new().level(tracing::Level::DEBUG))
+        .on_failure(DefaultOnFailure::new().level(tracing::Level::WARN));
     Router::new()
         .route("/ws", get(ws::handler))
         .route("/sse/{stream}", get(sse::handler))
@@ -224,6 +231,7 @@ fn router(config: &ServerConfig, state: AppState) -> Router {
         )
         .route("/p.gif", get(collector::pixel))
         .merge(dashboard::router(&config.dashboard_dir))
+        .layer(trace)
         .with_state(state)
 }
 
