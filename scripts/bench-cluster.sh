@@ -4,8 +4,9 @@
 # 1 worker, more processes than cores) on this machine, alternated for ROUNDS rounds (default
 # 3). For each run: wall time of the whole command (process start, connections and all), the
 # job's own time, events/s, peak RSS of process 0, and the bytes the processes sent each other
-# (from process 0's --json summary and the others' closing lines), per event. Checks that every
-# run wrote the same result files as the first.
+# (from process 0's --json summary and the others' closing lines), per event; each layout without
+# checkpoints and with them (the default: offset log every batch, a checkpoint every 10 s, in a
+# fresh directory). Checks that every run wrote the same result files as the first.
 # Uses target/release/clickpulse (BIN=… for another build).
 set -euo pipefail
 root=$(cd "$(dirname "$0")/.." && pwd)
@@ -47,9 +48,14 @@ print(f"{name:>22}: wall {wall:6.2f} s ({r['events']/wall:10,.0f} events/s), job
 PY
 }
 
+ckpt() { echo "--checkpoint-dir $d/ck-$RANDOM$RANDOM"; }
 for round in $(seq 1 "${ROUNDS:-3}"); do
   echo "== round $round"
   run "1 process x 2 workers" --workers 2
   run "2 processes x 1 worker" --workers 1 --local-processes 2
   run "3 processes x 1 worker" --workers 1 --local-processes 3
+  # shellcheck disable=SC2046
+  CLICKPULSE__CHECKPOINT__ENABLED=true run "1x2, checkpoints" --workers 2 $(ckpt)
+  # shellcheck disable=SC2046
+  CLICKPULSE__CHECKPOINT__ENABLED=true run "2x1, checkpoints" --workers 1 --local-processes 2 $(ckpt)
 done

@@ -16,6 +16,32 @@ use clickpulse_job::JobConfig;
 
 use crate::RunArgs;
 
+/// Set in the environment of the processes a supervisor starts: its process id.
+const SUPERVISOR_VAR: &str = "CLICKPULSE_SUPERVISOR_PID";
+
+/// In a process started by `--local-processes`: asks for a SIGTERM (a graceful stop) when the
+/// supervisor dies, so that killing the supervisor never leaves the job running unsupervised;
+/// exits at once if it is already gone.
+pub fn follow_supervisor() {
+    let Some(supervisor) = std::env::var(SUPERVISOR_VAR)
+        .ok()
+        .and_then(|v| v.parse::<i32>().ok())
+    else {
+        return;
+    };
+    if let Err(e) =
+        rustix::process::set_parent_process_death_signal(Some(rustix::process::Signal::TERM))
+    {
+        tracing::warn!(error = %e, "cannot follow the supervisor's death");
+    }
+    if rustix::process::getppid().map(rustix::process::Pid::as_raw_nonzero)
+        != std::num::NonZeroI32::new(supervisor)
+    {
+        tracing::error!("the supervisor that started this process is gone; exiting");
+        std::process::exit(1);
+    }
+}
+
 /// How long the others get to stop by themselves once one process failed.
 const STOP_GRACE: Duration = Duration::from_secs(15);
 
@@ -45,6 +71,7 @@ pub fn supervise(args: &RunArgs, config: &JobConfig) -> anyhow::Result<()> {
             let child = Command::new(std::env::current_exe().context("finding this program")?)
                 .arg("run")
                 .args(child_args(args, &hosts, process, restarts == 0))
+                .env(SUPERVISOR_VAR, std::process::id().to_string())
                 .spawn()
                 .with_context(|| format!("starting process {process}"))?;
             tracing::info!(process, pid = child.id(), %address, "process started");

@@ -191,6 +191,7 @@ fn run(args: RunArgs) -> anyhow::Result<()> {
     }
     let process = config.cluster.process.unwrap_or(0);
     if config.cluster.is_member() {
+        cluster::follow_supervisor();
         // Checked here, before the processes wait for each other.
         config.cluster.addresses()?;
         if process != 0 && args.serve.is_some() && config.input.kafka.is_none() {

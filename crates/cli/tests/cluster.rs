@@ -461,3 +461,68 @@ fn http_get(port: u16, path: &str) -> String {
         .map(|(_, b)| b.to_string())
         .unwrap_or(text)
 }
+
+/// Killing the supervisor of `--local-processes` never leaves its processes running: each gets
+/// a SIGTERM, finishes its batch, checkpoints and exits.
+#[test]
+fn the_processes_stop_when_their_supervisor_dies() {
+    let dir = tempfile::tempdir().unwrap();
+    let log = dir.path().join("log");
+    replay_msnbc(&log, Some(50_000));
+    let ckpt = dir.path().join("checkpoints");
+    let mut supervisor = run_checkpointed(&ckpt)
+        .args([
+            "--topic",
+            "clicks",
+            "--local-processes",
+            "2",
+            "--workers",
+            "1",
+        ])
+        .args(["--batch-interval", "200ms", "--checkpoint-interval", "1000"])
+        .arg("--log")
+        .arg(&log)
+        .env("CLICKPULSE__ENGINE__MAX_RECORDS_PER_PARTITION", "1000")
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let started = Instant::now();
+    let children = loop {
+        let c = children_of(supervisor.id());
+        if c.len() == 2 {
+            break c;
+        }
+        assert!(started.elapsed() < Duration::from_secs(60), "no processes");
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    // Let them run a few batches.
+    std::thread::sleep(Duration::from_secs(2));
+    supervisor.kill().unwrap(); // SIGKILL
+    supervisor.wait().unwrap();
+    let started = Instant::now();
+    while children
+        .iter()
+        .any(|pid| Path::new(&format!("/proc/{pid}")).exists() && !is_zombie(*pid))
+    {
+        assert!(
+            started.elapsed() < Duration::from_secs(60),
+            "the processes outlived their supervisor"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    // They stopped gracefully: the stop's checkpoint is there (the interval alone gives none).
+    assert!(
+        newest_checkpoint(&ckpt).is_some(),
+        "no checkpoint at the stop"
+    );
+}
+
+fn is_zombie(pid: u32) -> bool {
+    std::fs::read_to_string(format!("/proc/{pid}/stat"))
+        .map(|s| {
+            s.rsplit_once(')')
+                .is_some_and(|(_, rest)| rest.trim_start().starts_with('Z'))
+        })
+        .unwrap_or(true)
+}
