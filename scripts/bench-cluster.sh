@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Cluster-mode benchmark (docs/scale.md): the standard job over the full MSNBC day from the
-# embedded log, as 1 process of 2 workers against 2 processes of 1 worker (and 3 processes of
-# 1 worker, more processes than cores) on this machine, alternated for ROUNDS rounds (default
+# embedded log, as 1 process of 2 workers against 2 processes of 1 worker (and 1 process of 1
+# worker, the per-core cost; 3 processes of 1 worker, more processes than cores) on this machine, alternated for ROUNDS rounds (default
 # 3). For each run: wall time of the whole command (process start, connections and all), the
 # job's own time, events/s, peak RSS of process 0, and the bytes the processes sent each other
 # (from process 0's --json summary and the others' closing lines), per event; each layout without
@@ -51,6 +51,7 @@ PY
 ckpt() { echo "--checkpoint-dir $d/ck-$RANDOM$RANDOM"; }
 for round in $(seq 1 "${ROUNDS:-3}"); do
   echo "== round $round"
+  run "1 process x 1 worker" --workers 1
   run "1 process x 2 workers" --workers 2
   run "2 processes x 1 worker" --workers 1 --local-processes 2
   run "3 processes x 1 worker" --workers 1 --local-processes 3

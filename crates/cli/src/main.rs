@@ -126,10 +126,11 @@ pub struct RunArgs {
     /// process 0 first (timely's host-file format). Every process gets the same host file and
     /// job file; results are gathered on process 0, which runs the sinks and the hub
     /// (overrides cluster.hosts).
-    #[arg(long, value_name = "FILE", requires = "process")]
+    #[arg(long, value_name = "FILE")]
     hosts: Option<PathBuf>,
-    /// This process's index in the host file (overrides cluster.process).
-    #[arg(long, value_name = "I", requires = "hosts")]
+    /// This process's index in the host file (overrides cluster.process, which
+    /// CLICKPULSE__CLUSTER__PROCESS also sets).
+    #[arg(long, value_name = "I")]
     process: Option<usize>,
     /// Start the job as N processes on this machine over loopback, each with --workers
     /// workers, and restart them all from the latest checkpoint when one fails (overrides
@@ -173,7 +174,11 @@ fn run_config(args: &RunArgs) -> anyhow::Result<JobConfig> {
     }
     if let Some(hosts) = &args.hosts {
         config.cluster.hosts = Some(hosts.clone());
-        config.cluster.process = args.process;
+    }
+    if let Some(process) = args.process {
+        config.cluster.process = Some(process);
+    }
+    if config.cluster.is_member() {
         // A member of a cluster, perhaps started by `--local-processes`: it starts no others.
         config.cluster.local_processes = 1;
     }
@@ -181,6 +186,7 @@ fn run_config(args: &RunArgs) -> anyhow::Result<JobConfig> {
         config.cluster.local_processes = n;
     }
     config.validate()?;
+    config.cluster.check()?;
     Ok(config)
 }
 
@@ -343,6 +349,39 @@ mod tests {
         for args in refused {
             assert!(parse(args).is_err(), "{args:?} was accepted");
         }
+    }
+
+    #[test]
+    fn cluster_flags_are_checked_and_name_the_key() {
+        let run_args = |line: &[&str]| match parse(line) {
+            Ok(Cli {
+                command: Command::Run(args),
+            }) => args,
+            other => panic!("run did not parse: {other:?}"),
+        };
+        let err = |line: &[&str]| run_config(&run_args(line)).unwrap_err().to_string();
+        assert!(err(&["run", "--process", "1"]).contains("cluster.process"));
+        assert!(err(&["run", "--local-processes", "0"]).contains("cluster.local_processes"));
+        let dir = tempfile::tempdir().unwrap();
+        let hosts = dir.path().join("hosts");
+        std::fs::write(&hosts, "# two\n127.0.0.1:2101\n127.0.0.1:2102\n").unwrap();
+        let h = hosts.to_str().unwrap();
+        let config = run_config(&run_args(&["run", "--hosts", h, "--process", "1"])).unwrap();
+        assert_eq!(config.cluster.addresses().unwrap().len(), 2);
+        let five = run_config(&run_args(&["run", "--hosts", h, "--process", "5"])).unwrap();
+        let e = five.cluster.addresses().unwrap_err().to_string();
+        assert!(
+            e.contains("cluster.process") && e.contains("2 processes"),
+            "{e}"
+        );
+        std::fs::write(&hosts, "127.0.0.1\n").unwrap();
+        let bad = run_config(&run_args(&["run", "--hosts", h, "--process", "0"])).unwrap();
+        let e = bad.cluster.addresses().unwrap_err().to_string();
+        assert!(
+            e.contains("cluster.hosts") && e.contains("not host:port"),
+            "{e}"
+        );
+        assert!(parse(&["run", "--local-processes", "2", "--hosts", h]).is_err());
     }
 
     #[test]

@@ -153,9 +153,25 @@ impl Default for ClusterConfig {
 }
 
 impl ClusterConfig {
-    /// Whether this process is one of several (a host file and an index are given).
+    /// Whether this process is one of several (a host file is given).
     pub fn is_member(&self) -> bool {
         self.hosts.is_some()
+    }
+
+    /// Checks that an index comes with a host file. Not part of [`JobConfig::validate`], which
+    /// runs before command-line flags apply: an index from the environment may go with a host
+    /// file from a flag.
+    ///
+    /// # Errors
+    /// [`ConfigError::Value`] naming `cluster.process`.
+    pub fn check(&self) -> Result<(), ConfigError> {
+        if self.process.is_some() && self.hosts.is_none() {
+            return Err(ConfigError::Value {
+                key: "cluster.process".into(),
+                reason: "needs cluster.hosts (the host file it is an index into)".into(),
+            });
+        }
+        Ok(())
     }
 
     /// Every process's address from the host file.
@@ -546,12 +562,6 @@ impl JobConfig {
             return bad(
                 "cluster.local_processes",
                 "starts processes on this machine; it does not go with cluster.hosts".into(),
-            );
-        }
-        if c.process.is_some() && c.hosts.is_none() {
-            return bad(
-                "cluster.process",
-                "needs cluster.hosts (the host file it is an index into)".into(),
             );
         }
         let e = &self.engine;
