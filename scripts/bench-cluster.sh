@@ -49,14 +49,22 @@ PY
 }
 
 ckpt() { echo "--checkpoint-dir $d/ck-$RANDOM$RANDOM"; }
+# LAYOUTS picks the runs (default: all): 1x1 1x2 2x1 3x1 1x2c 2x1c (c: with checkpoints).
+layouts=${LAYOUTS:-1x1 1x2 2x1 3x1 1x2c 2x1c}
 for round in $(seq 1 "${ROUNDS:-3}"); do
   echo "== round $round"
-  run "1 process x 1 worker" --workers 1
-  run "1 process x 2 workers" --workers 2
-  run "2 processes x 1 worker" --workers 1 --local-processes 2
-  run "3 processes x 1 worker" --workers 1 --local-processes 3
-  # shellcheck disable=SC2046
-  CLICKPULSE__CHECKPOINT__ENABLED=true run "1x2, checkpoints" --workers 2 $(ckpt)
-  # shellcheck disable=SC2046
-  CLICKPULSE__CHECKPOINT__ENABLED=true run "2x1, checkpoints" --workers 1 --local-processes 2 $(ckpt)
+  for layout in $layouts; do
+    case $layout in
+      1x1) run "1 process x 1 worker" --workers 1 ;;
+      1x2) run "1 process x 2 workers" --workers 2 ;;
+      2x1) run "2 processes x 1 worker" --workers 1 --local-processes 2 ;;
+      3x1) run "3 processes x 1 worker" --workers 1 --local-processes 3 ;;
+      # shellcheck disable=SC2046
+      1x2c) CLICKPULSE__CHECKPOINT__ENABLED=true run "1x2, checkpoints" --workers 2 $(ckpt) ;;
+      # shellcheck disable=SC2046
+      2x1c) CLICKPULSE__CHECKPOINT__ENABLED=true run "2x1, checkpoints" --workers 1 \
+        --local-processes 2 $(ckpt) ;;
+      *) echo "unknown layout $layout" >&2; exit 1 ;;
+    esac
+  done
 done
