@@ -94,8 +94,16 @@ pub struct WorkerStatus {
     pub events: u64,
     pub state_keys: u64,
     pub state_bytes: u64,
-    /// The partitions it read in its last batch with input, and the next offset of each.
-    pub partitions: std::collections::BTreeMap<String, u64>,
+    /// Its partitions (`source/partition`): next offset, end and lag when it last reported.
+    pub partitions: std::collections::BTreeMap<String, PartitionView>,
+}
+
+/// One partition as `GET /api/job` shows it.
+#[derive(Debug, Clone, Default, serde::Serialize)]
+pub struct PartitionView {
+    pub next: u64,
+    pub end: Option<u64>,
+    pub lag: Option<u64>,
 }
 
 impl BatchListener {
@@ -129,7 +137,6 @@ impl StreamingListener for BatchListener {
             .add_late_events(e.late_events_total.saturating_sub(previous));
         self.metrics
             .record_batch(e.processing_time, e.scheduling_delay);
-        let peers = e.workers.len().max(1);
         {
             let mut workers = self.workers.lock().unwrap_or_else(|p| p.into_inner());
             for w in &e.workers {
@@ -150,14 +157,18 @@ impl StreamingListener for BatchListener {
                 status.events += w.rows;
                 status.state_keys = w.state_keys;
                 status.state_bytes = w.state_bytes;
-            }
-            // Partition p is read by worker p % workers (the engine's assignment).
-            for o in &e.offsets {
-                let worker = (o.partition as usize % peers) as u32;
-                if let Some(status) = workers.get_mut(&worker) {
+                for p in &w.partitions {
+                    let view = PartitionView {
+                        next: p.next,
+                        end: p.end,
+                        lag: p.end.map(|_| p.lag()),
+                    };
+                    if let Some(lag) = view.lag {
+                        self.metrics.set_partition_lag(&p.source, p.partition, lag);
+                    }
                     status
                         .partitions
-                        .insert(format!("{}/{}", o.source, o.partition), o.to);
+                        .insert(format!("{}/{}", p.source, p.partition), view);
                 }
             }
         }

@@ -427,12 +427,26 @@ fn process_0_reports_every_process_and_stop_stops_them_all() {
         );
         assert!(p["address"].as_str().unwrap().starts_with("127.0.0.1:"));
     }
+    // Every partition, on the worker that reads it, with its end and lag: the ends add up to
+    // the events in the log, and the next offsets plus the lags too.
+    let partitions: Vec<&serde_json::Value> = status["processes"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .flat_map(|p| p["workers"].as_array().unwrap())
+        .flat_map(|w| w["partitions"].as_object().unwrap().values())
+        .collect();
+    assert_eq!(partitions.len(), 4, "{status}");
+    let sum = |key: &str| -> u64 { partitions.iter().map(|p| p[key].as_u64().unwrap()).sum() };
+    assert_eq!(sum("end"), 50_000, "{status}");
+    assert_eq!(sum("next") + sum("lag"), 50_000, "{status}");
     // Every process's workers and traffic, as the reports of the next batches arrive.
     let wanted: Vec<String> = (0..3)
         .flat_map(|p| {
             [
                 format!(r#"clickpulse_worker_events_in_total{{process="{p}",worker="{p}"}}"#),
                 format!(r#"clickpulse_exchange_sent_bytes{{process="{p}"}}"#),
+                format!(r#"clickpulse_partition_lag{{source="clicks",partition="{p}"}}"#),
             ]
         })
         .collect();

@@ -962,6 +962,9 @@ impl WorkerLoop<'_> {
                 report.positions.extend(b.positions);
             }
         }
+        for d in &mut self.built.drivers {
+            report.progress.partitions.extend(d.status());
+        }
         let local_offsets = report.offsets.clone();
         if let Some(r) = self.built.reports.as_mut() {
             r.send(report);

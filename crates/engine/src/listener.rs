@@ -73,6 +73,8 @@ pub struct WorkerProgress {
     pub late_events_total: u64,
     /// Bytes its process sent to the other processes so far (likewise; 0 with one process).
     pub exchange_sent_bytes: u64,
+    /// Its partitions when it reported: next offset, end and lag.
+    pub partitions: Vec<crate::source::PartitionStatus>,
 }
 
 /// Receives batch events. Called on worker 0's thread: keep it quick (hand work to a channel).

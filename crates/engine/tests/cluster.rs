@@ -10,13 +10,11 @@ use std::net::TcpListener;
 use std::sync::Arc;
 use std::time::Duration;
 
-use clickpulse_engine::checkpoint::{
-    CheckpointInterval, CheckpointStore, Checkpointing, MemoryStore,
-};
+use clickpulse_engine::checkpoint::{CheckpointInterval, Checkpointing, MemoryStore};
 use clickpulse_engine::testing::VecSource;
 use clickpulse_engine::{Cluster, EngineError, RunMode, RunSummary, StreamingContext};
 use proptest::prelude::*;
-use stateful::{Event, Outputs, build, events};
+use stateful::{Event, Outputs, build, checkpoints, crashed_copy, events};
 
 fn free_ports(n: usize) -> Vec<String> {
     // Hold every listener until all ports are picked, so that no two are the same.
@@ -94,35 +92,6 @@ fn fail(e: EngineError) -> TestCaseError {
     TestCaseError::fail(e.to_string())
 }
 
-/// A copy of `store` as a crash right after the checkpoint of batch `checkpoint` left it.
-fn cut_at(store: &MemoryStore, checkpoint: u64) -> MemoryStore {
-    let copy = MemoryStore::default();
-    for path in store.list("").expect("memory lists") {
-        let batch_in = |dir: &str| -> Option<u64> {
-            let rest = path.split(dir).nth(1)?;
-            rest.get(..20)?.parse().ok()
-        };
-        if batch_in("/checkpoints/").is_some_and(|b| b > checkpoint)
-            || batch_in("/wal/").is_some_and(|b| b > checkpoint)
-        {
-            continue;
-        }
-        let bytes = store.get(&path).expect("memory reads").expect("listed");
-        copy.put(&path, bytes).expect("memory writes");
-    }
-    copy
-}
-
-fn checkpoints(store: &MemoryStore) -> Vec<u64> {
-    store
-        .list("")
-        .expect("memory lists")
-        .iter()
-        .filter(|p| p.ends_with("/MANIFEST"))
-        .filter_map(|p| p.rsplit('/').nth(1)?.parse().ok())
-        .collect()
-}
-
 proptest! {
     #![proptest_config(ProptestConfig::with_cases(12))]
 
@@ -154,7 +123,7 @@ proptest! {
             one.range(checkpoint + 1..).map(|(b, r)| (*b, r.clone())).collect();
         for (processes, workers) in [(2, 1), (1, 1)] {
             let (restored, after) =
-                gathered(run_processes(processes, workers, chunk, &source, Some(&cut_at(&store, checkpoint))))?;
+                gathered(run_processes(processes, workers, chunk, &source, Some(&crashed_copy(&store, Some(checkpoint), Some(checkpoint)))))?;
             prop_assert_eq!(after.resumed_from_batch, Some(checkpoint));
             let got: BTreeMap<u64, Vec<String>> = restored
                 .into_iter()

@@ -15,7 +15,7 @@ use clickpulse_engine::source::{PartitionId, PartitionReader, PartitionedSource,
 use clickpulse_engine::testing::VecSource;
 use clickpulse_engine::{EngineError, Job, RecoveryError, RunMode, RunSummary, StreamingContext};
 use proptest::prelude::*;
-use stateful::{Event, Outputs, build, events};
+use stateful::{Event, Outputs, build, checkpoints, crashed_copy, events};
 
 /// Runs the job until the end of `source` on `workers` workers, `chunk` records per partition per
 /// batch, checkpointing every batch into `store` when given.
@@ -41,42 +41,6 @@ fn run(
     let summary = ctx.run(move |job| build(job, &source, Arc::clone(&sink)))?;
     let out = std::mem::take(&mut *outputs.lock().unwrap_or_else(|p| p.into_inner()));
     Ok((out, summary))
-}
-
-/// A copy of `store` as a crash after batch `crash` would have left it, restarting from the
-/// checkpoint of batch `checkpoint` (newer checkpoints and later log records are gone).
-fn crashed_copy(store: &MemoryStore, checkpoint: Option<u64>, crash: Option<u64>) -> MemoryStore {
-    let copy = MemoryStore::default();
-    for path in store.list("").expect("memory lists") {
-        let batch_in = |dir: &str| -> Option<u64> {
-            let rest = path.split(dir).nth(1)?;
-            rest.get(..20)?.parse().ok()
-        };
-        if let Some(b) = batch_in("/checkpoints/")
-            && checkpoint.is_none_or(|c| b > c)
-        {
-            continue;
-        }
-        if let Some(b) = batch_in("/wal/")
-            && crash.is_none_or(|c| b > c)
-        {
-            continue;
-        }
-        let bytes = store.get(&path).expect("memory reads").expect("listed");
-        copy.put(&path, bytes).expect("memory writes");
-    }
-    copy
-}
-
-/// Checkpoint batches in `store`, oldest first.
-fn checkpoints(store: &MemoryStore) -> Vec<u64> {
-    store
-        .list("")
-        .expect("memory lists")
-        .iter()
-        .filter(|p| p.ends_with("/MANIFEST"))
-        .filter_map(|p| p.rsplit('/').nth(1)?.parse().ok())
-        .collect()
 }
 
 proptest! {

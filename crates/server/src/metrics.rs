@@ -40,6 +40,13 @@ struct WorkerLabels {
     worker: u32,
 }
 
+/// The labels of the per-partition metrics.
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct PartitionLabels {
+    source: String,
+    partition: u32,
+}
+
 /// The label of the per-process metrics.
 #[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct ProcessLabels {
@@ -148,6 +155,7 @@ pub struct Metrics {
     worker_state_keys: Family<WorkerLabels, Gauge>,
     worker_state_bytes: Family<WorkerLabels, Gauge>,
     exchange_sent: Family<ProcessLabels, Gauge>,
+    partition_lag: Family<PartitionLabels, Gauge>,
 }
 
 impl fmt::Debug for Metrics {
@@ -191,6 +199,7 @@ impl Metrics {
             worker_state_keys: Family::default(),
             worker_state_bytes: Family::default(),
             exchange_sent: Family::default(),
+            partition_lag: Family::default(),
         };
         m.register_all();
         m
@@ -213,6 +222,11 @@ impl Metrics {
             "Approximate bytes of each worker's operator state",
             Unit::Bytes,
             self.worker_state_bytes.clone(),
+        );
+        r.register(
+            "partition_lag",
+            "Records of each input partition not read yet (when its end is known)",
+            self.partition_lag.clone(),
         );
         r.register_with_unit(
             "exchange_sent",
@@ -387,6 +401,18 @@ impl Metrics {
         self.worker_state_bytes
             .get_or_create(&labels)
             .set(saturating_i64(bytes));
+    }
+
+    /// Sets the records of `source`'s partition `partition` not read yet
+    /// (`clickpulse_partition_lag`).
+    pub fn set_partition_lag(&self, source: &str, partition: u32, lag: u64) {
+        let labels = PartitionLabels {
+            source: source.to_owned(),
+            partition,
+        };
+        self.partition_lag
+            .get_or_create(&labels)
+            .set(saturating_i64(lag));
     }
 
     /// Sets the bytes process `process` sent to the others (`clickpulse_exchange_sent_bytes`).

@@ -166,6 +166,8 @@ struct Counters {
     waits: AtomicU64,
     wait_nanos: AtomicU64,
     dead_letter_delivery: Arc<DeadLetterCounters>,
+    /// Each partition's high watermark from the client's last statistics (every second).
+    high_watermarks: Mutex<std::collections::HashMap<i32, i64>>,
 }
 
 /// Counts commit results; runs on whichever thread serves the consumer's main queue.
@@ -184,6 +186,22 @@ impl ClientContext for SourceContext {
                 tracing::debug!(partition, "partition at its end: {reason}");
             }
             error => tracing::error!("librdkafka: {error}: {reason}"),
+        }
+    }
+
+    /// Keeps each partition's high watermark, for the lag in progress reports.
+    fn stats(&self, statistics: rdkafka::Statistics) {
+        let mut marks = self
+            .counters
+            .high_watermarks
+            .lock()
+            .unwrap_or_else(|p| p.into_inner());
+        for topic in statistics.topics.values() {
+            for (id, p) in &topic.partitions {
+                if *id >= 0 && p.hi_offset >= 0 {
+                    marks.insert(*id, p.hi_offset);
+                }
+            }
         }
     }
 }
@@ -237,6 +255,8 @@ impl KafkaSource {
     pub const CONSUMER_SETTINGS: &'static [(&'static str, &'static str)] = &[
         ("fetch.wait.max.ms", "10"),
         ("fetch.queue.backoff.ms", "10"),
+        // Each partition's high watermark once a second, for the lag in progress reports.
+        ("statistics.interval.ms", "1000"),
     ];
 
     /// A builder for a source over `topic` on `brokers` (`host:port,host:port`), committing
@@ -987,6 +1007,20 @@ impl PartitionReader<ClickEvent> for KafkaPartitionReader {
 
     fn position(&self) -> u64 {
         self.position
+    }
+
+    /// The high watermark of the client's last statistics (no request is made). tansu 0.6
+    /// reports it wrong for some partitions: the lag is then shown as 0.
+    fn end(&mut self) -> Option<u64> {
+        let marks = self
+            .inner
+            .counters
+            .high_watermarks
+            .lock()
+            .unwrap_or_else(|p| p.into_inner());
+        marks
+            .get(&self.partition)
+            .and_then(|h| u64::try_from(*h).ok())
     }
 
     fn processed(&mut self, offset: u64) {

@@ -92,6 +92,7 @@ impl<T: Data> PartitionedSource for LogSource<T> {
         };
         let reader = self.topic.reader(partition, start).map_err(source_error)?;
         Ok(Box::new(LogPartitionReader {
+            end: None,
             reader,
             ahead: Records::default(),
             source: self.name.clone(),
@@ -102,6 +103,9 @@ impl<T: Data> PartitionedSource for LogSource<T> {
 
 struct LogPartitionReader<T> {
     reader: Reader,
+    /// The partition's end as last looked up, and when (a read-only log lists its files to
+    /// find it: at most once a second).
+    end: Option<(u64, std::time::Instant)>,
     /// Records read and not handed out yet; they end at the reader's position.
     ahead: Records,
     source: String,
@@ -140,6 +144,21 @@ impl<T> PartitionReader<T> for LogPartitionReader<T> {
         } else {
             ReadStatus::More
         })
+    }
+
+    fn end(&mut self) -> Option<u64> {
+        if let Some((end, at)) = self.end
+            && at.elapsed() < std::time::Duration::from_secs(1)
+        {
+            return Some(end.max(self.position()));
+        }
+        let end = self
+            .reader
+            .topic()
+            .end_offset(self.reader.partition())
+            .ok()?;
+        self.end = Some((end, std::time::Instant::now()));
+        Some(end)
     }
 
     fn position(&self) -> u64 {

@@ -84,6 +84,8 @@ pub(crate) trait SourceDriver {
     fn close(&mut self);
     /// The source's name.
     fn name(&self) -> &str;
+    /// Where each of this worker's partitions stands (next offset and, when known, end).
+    fn status(&mut self) -> Vec<crate::source::PartitionStatus>;
 }
 
 struct PartitionState<T> {
@@ -455,5 +457,18 @@ impl<T: Data> SourceDriver for TypedSourceDriver<T> {
 
     fn name(&self) -> &str {
         &self.name
+    }
+
+    fn status(&mut self) -> Vec<crate::source::PartitionStatus> {
+        let name = &self.name;
+        self.partitions
+            .iter_mut()
+            .map(|p| crate::source::PartitionStatus {
+                source: name.clone(),
+                partition: p.id,
+                next: p.reader.position(),
+                end: p.reader.end(),
+            })
+            .collect()
     }
 }

@@ -69,6 +69,10 @@ struct MapReader<T, F> {
 }
 
 impl<T, U, F: Fn(T) -> U> PartitionReader<U> for MapReader<T, F> {
+    fn end(&mut self) -> Option<u64> {
+        self.inner.end()
+    }
+
     fn poll(&mut self, ctx: &PollContext, out: &mut Polled<U>) -> Result<ReadStatus, SourceError> {
         let status = self.inner.poll(ctx, &mut self.scratch);
         out.items.extend(self.scratch.items.drain(..).map(&*self.f));

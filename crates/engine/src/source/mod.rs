@@ -85,6 +85,32 @@ pub trait PartitionReader<T> {
     /// Told after every completed batch which offset this partition has been processed up to;
     /// a reader may commit it somewhere visible (Kafka's consumer group, for lag tools).
     fn processed(&mut self, _offset: u64) {}
+
+    /// The offset after the last record the partition holds now, when the reader knows it
+    /// without waiting (for the lag shown in progress reports). Default: unknown.
+    fn end(&mut self) -> Option<u64> {
+        None
+    }
+}
+
+/// Where one partition stands: the next offset to read and, when known, its end.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct PartitionStatus {
+    /// The source's name.
+    pub source: String,
+    /// The partition.
+    pub partition: PartitionId,
+    /// The next offset to read.
+    pub next: u64,
+    /// The offset after the partition's last record, when the reader knows it.
+    pub end: Option<u64>,
+}
+
+impl PartitionStatus {
+    /// Records not read yet (0 when the end is unknown or behind).
+    pub fn lag(&self) -> u64 {
+        self.end.map_or(0, |e| e.saturating_sub(self.next))
+    }
 }
 
 /// What a poll is for.

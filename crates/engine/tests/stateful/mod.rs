@@ -6,6 +6,7 @@ use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use clickpulse_engine::checkpoint::{CheckpointStore, MemoryStore};
 use clickpulse_engine::event_time::Count;
 use clickpulse_engine::source::PartitionedSource;
 use clickpulse_engine::{EventTime, Job, State, Windows};
@@ -91,4 +92,44 @@ pub fn events() -> impl Strategy<Value = Vec<Vec<Event>>> {
             .collect()
     });
     prop::collection::vec(partition, 1..4)
+}
+
+/// A copy of `store` as a crash after batch `crash` would have left it, restarting from the
+/// checkpoint of batch `checkpoint` (newer checkpoints and later log records are gone).
+pub fn crashed_copy(
+    store: &MemoryStore,
+    checkpoint: Option<u64>,
+    crash: Option<u64>,
+) -> MemoryStore {
+    let copy = MemoryStore::default();
+    for path in store.list("").expect("memory lists") {
+        let batch_in = |dir: &str| -> Option<u64> {
+            let rest = path.split(dir).nth(1)?;
+            rest.get(..20)?.parse().ok()
+        };
+        if let Some(b) = batch_in("/checkpoints/")
+            && checkpoint.is_none_or(|c| b > c)
+        {
+            continue;
+        }
+        if let Some(b) = batch_in("/wal/")
+            && crash.is_none_or(|c| b > c)
+        {
+            continue;
+        }
+        let bytes = store.get(&path).expect("memory reads").expect("listed");
+        copy.put(&path, bytes).expect("memory writes");
+    }
+    copy
+}
+
+/// Checkpoint batches in `store`, oldest first.
+pub fn checkpoints(store: &MemoryStore) -> Vec<u64> {
+    store
+        .list("")
+        .expect("memory lists")
+        .iter()
+        .filter(|p| p.ends_with("/MANIFEST"))
+        .filter_map(|p| p.rsplit('/').nth(1)?.parse().ok())
+        .collect()
 }
