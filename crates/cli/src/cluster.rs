@@ -284,24 +284,21 @@ mod tests {
             "--output-dir",
             "out",
         ]);
-        let hosts = Path::new("/tmp/h");
-        let zero = child_args(&args, hosts, 0, true);
-        let again = run_args(
-            &std::iter::once("run")
-                .chain(zero.iter().map(String::as_str))
-                .collect::<Vec<_>>(),
-        );
+        // The flags a child gets, parsed again as its `clickpulse run` parses them.
+        let child = |process: usize, first: bool| {
+            let flags = child_args(&args, Path::new("/tmp/h"), process, first);
+            let line: Vec<&str> = std::iter::once("run")
+                .chain(flags.iter().map(String::as_str))
+                .collect();
+            run_args(&line)
+        };
+        let again = child(0, true);
         assert_eq!(again.process, Some(0));
         assert_eq!(again.local_processes, None);
         assert!(again.json && again.from_scratch && again.until_end);
         assert_eq!(again.serve.map(|a| a.port()), Some(8080));
         assert_eq!(again.batch_interval, Some(Duration::from_millis(500)));
-        let two = child_args(&args, hosts, 2, false);
-        let again = run_args(
-            &std::iter::once("run")
-                .chain(two.iter().map(String::as_str))
-                .collect::<Vec<_>>(),
-        );
+        let again = child(2, false);
         assert_eq!(again.process, Some(2));
         assert!(again.serve.is_none() && !again.json && !again.from_scratch);
         assert_eq!(again.output_dir.as_deref(), Some(Path::new("out")));
