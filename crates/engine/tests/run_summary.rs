@@ -585,3 +585,75 @@ fn late_events_are_counted_in_the_summary_and_the_listener() {
         assert_eq!(last.late_events_total, late as u64, "{workers} workers");
     }
 }
+
+/// Like [`Numbers`], with a fetch in flight before every record: every other poll returns
+/// nothing and [`ReadStatus::Pending`], as a Kafka reader does while its next fetch is on its way.
+#[derive(Clone)]
+struct Slow(Numbers);
+
+struct SlowReader {
+    inner: NumbersReader,
+    wait: bool,
+}
+
+impl PartitionReader<i32> for SlowReader {
+    fn poll(
+        &mut self,
+        ctx: &PollContext,
+        out: &mut Polled<i32>,
+    ) -> Result<ReadStatus, SourceError> {
+        self.wait = !self.wait;
+        if self.wait && !self.inner.rest.is_empty() {
+            return Ok(ReadStatus::Pending);
+        }
+        let one = PollContext {
+            max_records: 1,
+            ..*ctx
+        };
+        self.inner.poll(&one, out)
+    }
+
+    fn position(&self) -> u64 {
+        self.inner.position
+    }
+}
+
+impl PartitionedSource for Slow {
+    type Item = i32;
+
+    fn name(&self) -> &str {
+        "numbers"
+    }
+
+    fn partitions(&self) -> Result<u32, SourceError> {
+        self.0.partitions()
+    }
+
+    fn open(
+        &self,
+        partition: PartitionId,
+        _from: Option<u64>,
+    ) -> Result<Box<dyn PartitionReader<i32>>, SourceError> {
+        Ok(Box::new(SlowReader {
+            inner: NumbersReader {
+                rest: self.0.0[partition as usize].iter().copied().collect(),
+                position: 0,
+            },
+            wait: false,
+        }))
+    }
+}
+
+/// In until-end mode a batch waits for records on their way (`Pending`): every batch holds its
+/// whole chunk of each partition, as when every record is there at once, so two runs over the
+/// same input cut the same batches whatever the fetches' timing.
+#[test]
+fn until_end_batches_wait_for_records_on_their_way() {
+    let parts = vec![vec![1, 2, 3, 4, 5], vec![10, 11]];
+    let (summary, batches) = batches_of(Slow(Numbers(parts.clone())), 2);
+    let (_, at_once) = batches_of(Numbers(parts), 2);
+    assert_eq!(summary.batches, 3);
+    assert_eq!(summary.input_rows, 7);
+    assert_eq!(batches, at_once);
+    assert_eq!(batches, vec![vec![1, 2, 10, 11], vec![3, 4], vec![5]]);
+}

@@ -185,6 +185,11 @@ impl ClientContext for SourceContext {
             ClientError::PartitionEOF(partition) => {
                 tracing::debug!(partition, "partition at its end: {reason}");
             }
+            // The same end, when it reaches the main queue as a client-wide event (readers that
+            // keep polling an ended partition until its batch's chunk is full see it there).
+            ClientError::Global(RDKafkaErrorCode::PartitionEOF) => {
+                tracing::debug!("partition at its end: {reason}");
+            }
             error => tracing::error!("librdkafka: {error}: {reason}"),
         }
     }
@@ -1062,6 +1067,8 @@ impl KafkaPartitionReader {
                 Next::Took => taken += 1,
                 Next::Skipped => {}
                 Next::Empty if self.at_end => return Ok(ReadStatus::CaughtUp),
+                // Not at the end: the next fetch is on its way.
+                Next::Empty if taken == 0 => return Ok(ReadStatus::Pending),
                 Next::Empty => return Ok(ReadStatus::More),
                 Next::End => return Ok(ReadStatus::CaughtUp),
                 // Nothing was taken since the assignment (a taken record confirms it).

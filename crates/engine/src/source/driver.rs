@@ -275,7 +275,7 @@ impl<T: Data> TypedSourceDriver<T> {
             // fetch), unless the partition has ended (or is at its end in until-end mode) or
             // nothing came for a long while.
             let at = part.reader.position();
-            let stalled = got == 0 && status != ReadStatus::More;
+            let stalled = got == 0 && !matches!(status, ReadStatus::More | ReadStatus::Pending);
             let since = *part.stalled_since.get_or_insert(now);
             if !stalled {
                 part.stalled_since = None;
@@ -305,7 +305,10 @@ impl<T: Data> TypedSourceDriver<T> {
         self.polled.items.clear();
         let more = match target {
             Some(to) => part.reader.position() < to,
-            None => status == ReadStatus::More && got > 0 && part.taken < cap && !part.ended,
+            None => {
+                let waits = bounded && status == ReadStatus::Pending;
+                (waits || status == ReadStatus::More && got > 0) && part.taken < cap && !part.ended
+            }
         };
         self.forward_dead_letters();
         Ok(more)

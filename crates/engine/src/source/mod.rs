@@ -145,6 +145,12 @@ impl<T> Default for Polled<T> {
 pub enum ReadStatus {
     /// More records are available right now.
     More,
+    /// Nothing right now, but the partition is not at its end: records are on their way (a
+    /// broker's fetch is in flight). In until-end mode the batch waits for them, so that each
+    /// batch holds exactly its chunk of every partition, whatever the fetches' timing, and two
+    /// runs over the same input cut the same batches. Elsewhere it counts as [`ReadStatus::More`]
+    /// with nothing read.
+    Pending,
     /// The reader is at the current end; more may come later.
     CaughtUp,
     /// The partition will never have more records.
