@@ -132,6 +132,7 @@ fn watch(children: &mut Children, stop: &AtomicBool) -> anyhow::Result<Outcome> 
     let mut exited: Vec<Option<ExitStatus>> = vec![None; children.0.len()];
     let mut failed: Option<(usize, ExitStatus, Instant)> = None;
     let mut forwarded = false;
+    let mut killed = false;
     loop {
         for (i, c) in children.0.iter_mut().enumerate() {
             if exited[i].is_none()
@@ -158,7 +159,9 @@ fn watch(children: &mut Children, stop: &AtomicBool) -> anyhow::Result<Outcome> 
         }
         if let Some((_, _, at)) = failed
             && at.elapsed() > STOP_GRACE
+            && !killed
         {
+            killed = true;
             for (i, c) in children.0.iter_mut().enumerate() {
                 if exited[i].is_none() {
                     tracing::warn!(

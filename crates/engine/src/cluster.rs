@@ -13,7 +13,7 @@
 use std::io::{self, Read, Write};
 use std::net::{Shutdown, TcpListener, TcpStream, ToSocketAddrs};
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, Once};
+use std::sync::{Arc, Once, OnceLock};
 use std::time::{Duration, Instant};
 
 use timely::communication::Hooks;
@@ -31,51 +31,21 @@ const MAGIC: u64 = 0x4350_434c_5553_0001;
 /// How long the processes of a job wait for each other to start (default).
 pub const DEFAULT_CONNECT_TIMEOUT: Duration = Duration::from_secs(60);
 
-/// One process's view of its peers: bytes sent and received, and how connections ended.
+/// One process's view of its peers: bytes sent, and the first connection that ended.
 #[derive(Debug, Default)]
 pub struct ClusterStats {
     addresses: Vec<String>,
-    process: usize,
-    sent: Vec<AtomicU64>,
-    received: Vec<AtomicU64>,
-    ended: Mutex<Vec<Ended>>,
-}
-
-/// A connection that ended: which peer, when, how.
-#[derive(Debug, Clone)]
-struct Ended {
-    peer: usize,
-    at: Instant,
-    how: String,
-}
-
-/// The traffic with one peer process.
-#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
-pub struct PeerTraffic {
-    /// The peer's process index.
-    pub process: usize,
-    /// Its address in the host file.
-    pub address: String,
-    /// Bytes this process sent it.
-    pub sent_bytes: u64,
-    /// Bytes this process received from it.
-    pub received_bytes: u64,
+    sent: AtomicU64,
+    /// The first peer whose connection ended, and how.
+    first_end: OnceLock<(usize, String)>,
 }
 
 impl ClusterStats {
-    fn new(addresses: &[String], process: usize) -> Self {
+    fn new(addresses: &[String]) -> Self {
         ClusterStats {
             addresses: addresses.to_vec(),
-            process,
-            sent: addresses.iter().map(|_| AtomicU64::new(0)).collect(),
-            received: addresses.iter().map(|_| AtomicU64::new(0)).collect(),
-            ended: Mutex::default(),
+            ..ClusterStats::default()
         }
-    }
-
-    /// This process's index.
-    pub fn process(&self) -> usize {
-        self.process
     }
 
     /// The address of process `process` in the host file.
@@ -88,53 +58,32 @@ impl ClusterStats {
         self.addresses.len()
     }
 
-    /// Bytes exchanged with every other process so far.
-    pub fn traffic(&self) -> Vec<PeerTraffic> {
-        (0..self.addresses.len())
-            .filter(|p| *p != self.process)
-            .map(|p| PeerTraffic {
-                process: p,
-                address: self.addresses[p].clone(),
-                sent_bytes: self.sent[p].load(Ordering::Relaxed),
-                received_bytes: self.received[p].load(Ordering::Relaxed),
-            })
-            .collect()
-    }
-
     /// Bytes sent to all other processes so far.
     pub fn sent_bytes(&self) -> u64 {
-        self.sent.iter().map(|c| c.load(Ordering::Relaxed)).sum()
+        self.sent.load(Ordering::Relaxed)
     }
 
     fn note_end(&self, peer: usize, how: String) {
-        let mut ended = self.ended.lock().unwrap_or_else(|p| p.into_inner());
-        if ended.iter().all(|e| e.peer != peer) {
-            ended.push(Ended {
-                peer,
-                at: Instant::now(),
-                how,
-            });
-        }
+        // Only the first end counts: later ones are the other processes stopping after it.
+        let _ = self.first_end.set((peer, how));
     }
 
     /// The first peer whose connection ended, if one did. Asked only when the computation broke
     /// off: processes end together, so the first connection to end is the lost one's (the
     /// others close theirs after it).
     pub(crate) fn lost_peer(&self) -> Option<EngineError> {
-        let ended = self.ended.lock().unwrap_or_else(|p| p.into_inner());
-        ended
-            .iter()
-            .min_by_key(|e| e.at)
-            .map(|e| EngineError::PeerLost {
-                process: e.peer,
-                address: self.addresses.get(e.peer).cloned().unwrap_or_default(),
-                cause: e.how.clone(),
+        self.first_end
+            .get()
+            .map(|(peer, how)| EngineError::PeerLost {
+                process: *peer,
+                address: self.addresses.get(*peer).cloned().unwrap_or_default(),
+                cause: how.clone(),
             })
     }
 }
 
-/// A connection to one peer, as timely's communication threads use it: counts bytes and notes
-/// how it ended.
+/// A connection to one peer, as timely's communication threads use it: counts the bytes sent
+/// and notes how it ended.
 pub(crate) struct PeerStream {
     inner: TcpStream,
     peer: usize,
@@ -149,10 +98,7 @@ impl Read for PeerStream {
                     .note_end(self.peer, "the connection closed".to_string());
                 Ok(0)
             }
-            Ok(n) => {
-                self.stats.received[self.peer].fetch_add(n as u64, Ordering::Relaxed);
-                Ok(n)
-            }
+            Ok(n) => Ok(n),
             Err(e) => {
                 if e.kind() != io::ErrorKind::Interrupted && e.kind() != io::ErrorKind::WouldBlock {
                     self.stats
@@ -168,7 +114,7 @@ impl Write for PeerStream {
     fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
         match self.inner.write(buf) {
             Ok(n) => {
-                self.stats.sent[self.peer].fetch_add(n as u64, Ordering::Relaxed);
+                self.stats.sent.fetch_add(n as u64, Ordering::Relaxed);
                 Ok(n)
             }
             Err(e) => {
@@ -284,7 +230,7 @@ pub(crate) fn connect(
     job: u64,
     timeout: Duration,
 ) -> Result<Connected> {
-    let stats = Arc::new(ClusterStats::new(addresses, process));
+    let stats = Arc::new(ClusterStats::new(addresses));
     let me = Hello {
         process: process as u64,
         processes: addresses.len() as u64,

@@ -399,20 +399,17 @@ impl StreamingContext {
             ..RunSummary::default()
         };
         let mut first_error: Option<EngineError> = None;
-        // A lost peer makes timely's communication threads panic, and joining them panics too:
-        // the lost peer is named instead.
+        // A lost peer makes timely's communication threads panic, the workers' with them, and
+        // joining them panics too: the lost peer is named instead. (Failures the workers
+        // report themselves end the run gracefully everywhere and are returned as they are.)
         let joined = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| guards.join()));
-        let lost = cluster.as_ref().and_then(|c| c.lost_peer());
-        let results = match joined {
-            Ok(results) => results,
-            Err(_) => vec![Err(lost.as_ref().map_or(
-                "a communication thread panicked".into(),
-                ToString::to_string,
-            ))],
-        };
-        let failed = results
-            .iter()
-            .any(|r| r.as_ref().map_or(true, |w| w.is_err()));
+        let panicked = joined
+            .as_ref()
+            .map_or(true, |results| results.iter().any(Result::is_err));
+        let failed = panicked
+            || joined
+                .as_ref()
+                .is_ok_and(|results| results.iter().any(|r| matches!(r, Ok(Err(_)))));
         if let Some(ckpt) = &run.ckpt {
             if failed {
                 ckpt.writer.abort();
@@ -424,17 +421,14 @@ impl StreamingContext {
         }
         if let Some(c) = &cluster {
             summary.exchange_bytes_sent = c.sent_bytes();
+            if panicked && let Some(lost) = c.lost_peer() {
+                return Err(lost);
+            }
         }
+        let results =
+            joined.map_err(|_| EngineError::Runtime("a communication thread panicked".into()))?;
         for result in results {
-            // A worker that panicked because a peer was lost: the lost peer is the error.
-            let result = match (result, &lost) {
-                (Err(_), Some(_)) => Err(cluster
-                    .as_ref()
-                    .and_then(|c| c.lost_peer())
-                    .unwrap_or(EngineError::PeerFailed)),
-                (r, _) => r.map_err(EngineError::Runtime).and_then(|r| r),
-            };
-            match result {
+            match result.map_err(EngineError::Runtime).and_then(|r| r) {
                 Ok(worker) => {
                     summary.batches = summary.batches.max(worker.batches);
                     // Every worker counts the rows of all (from the reports): the same totals.
@@ -453,11 +447,6 @@ impl StreamingContext {
             }
         }
         if let Some(e) = first_error {
-            if matches!(e, EngineError::PeerFailed)
-                && let Some(lost) = lost
-            {
-                return Err(lost);
-            }
             return Err(e);
         }
         summary.late_events = self.metrics.late_events();
@@ -494,7 +483,6 @@ impl RunCheckpoint {
             layout: layout.clone(),
             workers: peers,
             local: as_u32(local.start)..as_u32(local.end),
-            commits: local.start == 0,
             key_groups,
             keep: settings.keep,
             fingerprint: settings.fingerprint.clone(),
@@ -952,8 +940,6 @@ impl WorkerLoop<'_> {
             ..WorkerReport::default()
         };
         for (_, b) in sources {
-            report.rows += b.rows;
-            report.dead_letters += b.dead_letters;
             report.progress.rows += b.rows;
             report.progress.dead_letters += b.dead_letters;
             report.offsets.extend(b.offsets);

@@ -26,8 +26,6 @@ use crate::time::{BatchClock, BatchId};
 /// so all workers take the same decision (stop, fail, finish) after the same batch.
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
 pub(crate) struct WorkerReport {
-    pub rows: u64,
-    pub dead_letters: u64,
     pub offsets: Vec<PartitionProgress>,
     /// Where each of this worker's partitions stands after the batch.
     pub positions: Vec<PartitionPosition>,
@@ -39,7 +37,7 @@ pub(crate) struct WorkerReport {
     pub stop: bool,
     /// This worker failed (its error is returned by `run`).
     pub failed: bool,
-    /// Who sent it and its counters, for progress reports of every process.
+    /// Who sent it, its rows and dead letters in the batch, and the rest of its progress.
     pub progress: crate::listener::WorkerProgress,
 }
 
@@ -126,8 +124,8 @@ impl<'s> Job<'s> {
             move |batch, reports, _out| {
                 let mut total = BatchTotals::default();
                 for r in reports {
-                    total.rows += r.rows;
-                    total.dead_letters += r.dead_letters;
+                    total.rows += r.progress.rows;
+                    total.dead_letters += r.progress.dead_letters;
                     total.offsets.extend(r.offsets);
                     total.positions.extend(r.positions);
                     total.checkpoint_wanted |= r.checkpoint_wanted;

@@ -158,12 +158,13 @@ impl ClusterConfig {
         self.hosts.is_some()
     }
 
-    /// Checks that an index comes with a host file. Not part of [`JobConfig::validate`], which
-    /// runs before command-line flags apply: an index from the environment may go with a host
-    /// file from a flag.
+    /// Checks that an index comes with a host file, and that the host file and the index are
+    /// good ([`ClusterConfig::addresses`]). Not part of [`JobConfig::validate`], which runs
+    /// before command-line flags apply: an index from the environment may go with a host file
+    /// from a flag.
     ///
     /// # Errors
-    /// [`ConfigError::Value`] naming `cluster.process`.
+    /// [`ConfigError::Value`] naming `cluster.process` or `cluster.hosts`.
     pub fn check(&self) -> Result<(), ConfigError> {
         if self.process.is_some() && self.hosts.is_none() {
             return Err(ConfigError::Value {
@@ -171,7 +172,7 @@ impl ClusterConfig {
                 reason: "needs cluster.hosts (the host file it is an index into)".into(),
             });
         }
-        Ok(())
+        self.addresses().map(|_| ())
     }
 
     /// Every process's address from the host file.

@@ -97,9 +97,29 @@ impl WalWriter {
     /// # Errors
     /// Why the log could not be written: the batch's output must not leave the process.
     pub(crate) fn wait_durable(&self, batch: BatchId) -> Result<(), String> {
-        self.wait_until(batch, |d| {
-            d.upto.iter().all(|u| u.is_some_and(|u| u >= batch))
-        })
+        if batch < self.first {
+            return Ok(());
+        }
+        let (state, changed) = &*self.durable;
+        let mut durable = lock(state);
+        loop {
+            if let Some(why) = &durable.failed {
+                return Err(format!("batch {batch} is not in the offset log: {why}"));
+            }
+            if durable.upto.iter().all(|u| u.is_some_and(|u| u >= batch)) {
+                return Ok(());
+            }
+            let (next, timeout) = changed
+                .wait_timeout(durable, Duration::from_secs(10))
+                .unwrap_or_else(|p| p.into_inner());
+            durable = next;
+            if timeout.timed_out() {
+                tracing::warn!(
+                    batch,
+                    "outputs wait for the offset log: the checkpoint storage is slow"
+                );
+            }
+        }
     }
 
     /// Whether worker `worker`'s record of `batch` is durable.
@@ -118,32 +138,6 @@ impl WalWriter {
             .upto
             .get(worker.wrapping_sub(durable.offset))
             .is_some_and(|u| u.is_some_and(|u| u >= batch)))
-    }
-
-    fn wait_until(&self, batch: BatchId, done: impl Fn(&Durable) -> bool) -> Result<(), String> {
-        if batch < self.first {
-            return Ok(());
-        }
-        let (state, changed) = &*self.durable;
-        let mut durable = lock(state);
-        loop {
-            if let Some(why) = &durable.failed {
-                return Err(format!("batch {batch} is not in the offset log: {why}"));
-            }
-            if done(&durable) {
-                return Ok(());
-            }
-            let (next, timeout) = changed
-                .wait_timeout(durable, Duration::from_secs(10))
-                .unwrap_or_else(|p| p.into_inner());
-            durable = next;
-            if timeout.timed_out() {
-                tracing::warn!(
-                    batch,
-                    "outputs wait for the offset log: the checkpoint storage is slow"
-                );
-            }
-        }
     }
 
     /// Writes what was handed over and stops the thread.

@@ -47,13 +47,19 @@ pub(crate) struct WriterConfig {
     pub workers: u32,
     /// The workers of this process (global indices).
     pub local: std::ops::Range<u32>,
-    /// Whether this process writes manifests (process 0) or only its workers' parts.
-    pub commits: bool,
     pub key_groups: u32,
     pub keep: usize,
     pub fingerprint: BTreeMap<String, String>,
     pub hooks: Hooks,
     pub metrics: Arc<EngineMetrics>,
+}
+
+impl WriterConfig {
+    /// Whether this process writes manifests (process 0, whose first worker is worker 0) or
+    /// only its workers' parts.
+    fn commits(&self) -> bool {
+        self.local.start == 0
+    }
 }
 
 /// A checkpoint being written.
@@ -132,7 +138,7 @@ impl Writer {
 fn run(config: WriterConfig, rx: Receiver<Msg>, in_flight: Arc<AtomicUsize>, abort: &AtomicBool) {
     // Only process 0 counts checkpoints under way (its worker 0 starts them).
     let done = |in_flight: &AtomicUsize| {
-        if config.commits {
+        if config.commits() {
             in_flight.fetch_sub(1, Ordering::SeqCst);
         }
     };
@@ -179,10 +185,10 @@ fn run(config: WriterConfig, rx: Receiver<Msg>, in_flight: Arc<AtomicUsize>, abo
             }
         };
         let complete = pending.get(&batch).is_some_and(|p| {
-            p.parts.len() == config.local.len() && (p.positions.is_some() || !config.commits)
+            p.parts.len() == config.local.len() && (p.positions.is_some() || !config.commits())
         });
         if let Some(mut p) = complete.then(|| pending.remove(&batch)).flatten() {
-            if config.commits {
+            if config.commits() {
                 let committed = remote_parts(&config, batch, abort).and_then(|remote| {
                     p.parts.extend(remote);
                     commit(&config, batch, p)
@@ -222,6 +228,7 @@ fn remote_parts(
     }
     let started = Instant::now();
     let mut nap = Duration::from_millis(5);
+    let mut warned = false;
     loop {
         let listed = config.store.list(&dir).map_err(|e| e.to_string())?;
         let missing: Vec<&(u32, String)> = wanted
@@ -237,16 +244,18 @@ fn remote_parts(
                 missing.len()
             ));
         }
-        if started.elapsed() > Duration::from_secs(60) && nap < Duration::from_secs(1) {
+        if !warned && started.elapsed() > Duration::from_secs(60) {
             tracing::warn!(
                 batch,
                 missing = missing.len(),
                 "the checkpoint waits for other processes' parts"
             );
-            nap = Duration::from_secs(1);
+            warned = true;
         }
         std::thread::sleep(nap);
-        nap = (nap * 2).min(Duration::from_millis(200)).max(nap);
+        // Doubling up to 200 ms; once a minute has passed (shared storage?), every second.
+        let most = if warned { 1000 } else { 200 };
+        nap = (nap * 2).min(Duration::from_millis(most));
     }
     for (w, name) in wanted {
         let path = format!("{dir}{name}");
